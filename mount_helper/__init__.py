@@ -1,0 +1,1 @@
+"""mount.fuse.tdxfs: the mount(8) helper for tdxfs."""

@@ -1,0 +1,3 @@
+from tdxfs.cli import main
+
+raise SystemExit(main())

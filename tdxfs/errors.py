@@ -1,0 +1,56 @@
+"""The one place where an errno is decided.
+
+The model and the file tables raise these; front ends (FUSE adapter, CLI) translate
+``exc.errno`` without deciding anything themselves. The message is the one-line reason
+that goes to the daemon's log.
+"""
+
+import errno
+
+
+class TdxfsError(Exception):
+    """Base class: a refused request. ``errno`` is what the caller's syscall returns."""
+
+    errno = errno.EIO
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidInput(TdxfsError):
+    """Malformed data: wrong length, not hex, offset not 0, index out of range."""
+
+    errno = errno.EINVAL
+
+
+class NotPermitted(TdxfsError):
+    """The operation is not part of this interface (create, rename, unlink, chmod...)."""
+
+    errno = errno.EPERM
+
+
+class AccessDenied(TdxfsError):
+    """Writing a read-only register or report file, even as root."""
+
+    errno = errno.EACCES
+
+
+class NoSuchEntry(TdxfsError):
+    errno = errno.ENOENT
+
+
+class IsADirectory(TdxfsError):
+    errno = errno.EISDIR
+
+
+class StateError(TdxfsError):
+    """The state directory could not be read or written; nothing was changed."""
+
+    errno = errno.EIO
+
+
+class ConfigError(TdxfsError):
+    """A profile, option or state directory refused at start-up (never at request time)."""
+
+    errno = errno.EINVAL

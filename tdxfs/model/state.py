@@ -1,0 +1,166 @@
+"""The state directory: the platform secret and the TD's live registers, durable.
+
+Layout of DIR (0700, files 0600):
+  lock             flock'ed by the one daemon serving this state
+  platform-secret  32 raw bytes: the platform's MAC key seed
+  td-state.json    RTMR0-3, REPORTDATA, the digest of the profile they belong to, a checksum
+
+Every save is write-temp, fsync, rename, fsync(DIR), so once ``save`` returns the new
+values survive ``kill -9`` and power loss. A missing, truncated, unparsable or
+checksum-failing file refuses the start with a message naming the file; nothing is ever
+reset silently (``reset=True`` does it on purpose).
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+from typing import Optional, Sequence, Tuple
+
+from tdxfs.errors import ConfigError, StateError
+from tdxfs.model import abi
+from tdxfs.model.profile import TdProfile
+from tdxfs.model.td import PLATFORM_SECRET_SIZE, Platform, TrustDomain
+
+FORMAT = "tdxfs-state-v1"
+SECRET_FILE = "platform-secret"
+TD_FILE = "td-state.json"
+LOCK_FILE = "lock"
+
+
+def _write_durable(dirfd: int, name: str, data: bytes) -> None:
+    tmp = f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=dirfd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    os.fsync(dirfd)
+
+
+def _checksum(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def encode_td_state(profile_digest: str, rtmrs: Sequence[bytes], reportdata: bytes) -> bytes:
+    body = {
+        "format": FORMAT,
+        "profile_digest": profile_digest,
+        "rtmrs": [r.hex() for r in rtmrs],
+        "reportdata": reportdata.hex(),
+    }
+    return (json.dumps({**body, "checksum": _checksum(body)}, indent=1) + "\n").encode()
+
+
+def decode_td_state(raw: bytes, where: str) -> Tuple[str, Tuple[bytes, ...], bytes]:
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"state file {where} is corrupt ({why}); refusing to start. "
+                           "Use --reset to start a fresh TD on purpose")
+
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad("not JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise bad(f"format is not {FORMAT}")
+    checksum = doc.pop("checksum", None)
+    if checksum != _checksum(doc):
+        raise bad("checksum mismatch")
+    try:
+        rtmrs = tuple(bytes.fromhex(r) for r in doc["rtmrs"])
+        reportdata = bytes.fromhex(doc["reportdata"])
+        digest = str(doc["profile_digest"])
+    except (KeyError, TypeError, ValueError):
+        raise bad("fields missing or not hex") from None
+    if len(rtmrs) != abi.RTMR_COUNT or any(len(r) != abi.MEASUREMENT_SIZE for r in rtmrs):
+        raise bad("RTMR values of the wrong count or length")
+    if len(reportdata) != abi.REPORTDATA_SIZE:
+        raise bad("REPORTDATA of the wrong length")
+    return digest, rtmrs, reportdata
+
+
+class StateDir:
+    """An opened, locked state directory."""
+
+    def __init__(self, path: str, reset: bool = False):
+        self.path = os.path.abspath(path)
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            os.chmod(self.path, 0o700)
+            self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise ConfigError(f"state directory {self.path}: {exc.strerror}") from None
+        self._lockfd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600, dir_fd=self._dirfd)
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise ConfigError(f"state directory {self.path} is in use by another tdxfs daemon") from None
+        if reset:
+            for name in (SECRET_FILE, TD_FILE):
+                try:
+                    os.unlink(name, dir_fd=self._dirfd)
+                except FileNotFoundError:
+                    pass
+            os.fsync(self._dirfd)
+
+    def close(self) -> None:
+        for fd in (getattr(self, "_lockfd", None), getattr(self, "_dirfd", None)):
+            if fd is not None:
+                os.close(fd)
+        self._lockfd = self._dirfd = None
+
+    def _read(self, name: str) -> Optional[bytes]:
+        try:
+            fd = os.open(name, os.O_RDONLY, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(f"state file {self.path}/{name} is unreadable: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise ConfigError(f"state file {self.path}/{name} is unreadable: {exc.strerror}") from None
+
+    def open_td(self, profile: TdProfile) -> TrustDomain:
+        """Resume the TD kept here, or create it (fresh secret, boot-time RTMRs) if DIR is new."""
+        secret = self._read(SECRET_FILE)
+        td_raw = self._read(TD_FILE)
+        where = f"{self.path}/{SECRET_FILE}"
+        if secret is None and td_raw is not None:
+            raise ConfigError(f"state file {where} is missing but {TD_FILE} exists; refusing to start. "
+                              "Use --reset to start a fresh TD on purpose")
+        if secret is not None and len(secret) != PLATFORM_SECRET_SIZE:
+            raise ConfigError(f"state file {where} is corrupt ({len(secret)} bytes, expected "
+                              f"{PLATFORM_SECRET_SIZE}); refusing to start. Use --reset to start a fresh TD on purpose")
+        if secret is None:
+            platform = Platform()
+            _write_durable(self._dirfd, SECRET_FILE, platform.secret)
+        else:
+            platform = Platform(secret)
+
+        digest = profile.digest()
+        if td_raw is None:
+            rtmrs, reportdata = profile.boot_rtmrs(), bytes(abi.REPORTDATA_SIZE)
+            self.save(digest, rtmrs, reportdata)
+        else:
+            stored_digest, rtmrs, reportdata = decode_td_state(td_raw, f"{self.path}/{TD_FILE}")
+            if stored_digest != digest:
+                raise ConfigError(f"state directory {self.path} belongs to a TD with another profile; "
+                                  "use the same --profile, or --reset to start a fresh TD")
+
+        def persist(new_rtmrs, new_reportdata):
+            self.save(digest, new_rtmrs, new_reportdata)
+
+        return TrustDomain(platform, profile, rtmrs=rtmrs, reportdata=reportdata, persist=persist)
+
+    def save(self, profile_digest: str, rtmrs: Sequence[bytes], reportdata: bytes) -> None:
+        try:
+            _write_durable(self._dirfd, TD_FILE, encode_td_state(profile_digest, rtmrs, reportdata))
+        except OSError as exc:
+            raise StateError(f"cannot save state in {self.path}: {exc.strerror}") from None

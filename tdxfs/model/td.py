@@ -1,0 +1,202 @@
+"""The TDX module model: one platform (its secret MAC key) and one trust domain on it.
+
+Three front ends (the register files, the ioctl node, the configfs tree) all call
+:meth:`TrustDomain.report`, :meth:`TrustDomain.extend` and :meth:`Platform.verify_report`.
+
+Locking: one lock per TD guards its mutable registers (RTMRs, the shared REPORTDATA). A
+mutation holds it while the new value is made durable (so the registers and the state
+directory never disagree and a failed write changes nothing); building a report only
+copies the registers under the lock and does the hashing and MAC outside it.
+
+The MAC: the real TDX module's MAC algorithm is unpublished. tdxfs uses
+HMAC-SHA-256 over TDREPORT bytes 0..223 (REPORTMACSTRUCT up to the MAC), keyed with
+HMAC-SHA-256(platform secret, "tdxfs REPORTMACSTRUCT MAC key v1"). The MAC covers
+TEE_TCB_INFO_HASH and TEE_INFO_HASH, hence the whole report.
+"""
+
+import hashlib
+import hmac
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from tdxfs.errors import InvalidInput
+from tdxfs.model import abi
+from tdxfs.model.profile import TdProfile, extend_digest
+
+PLATFORM_SECRET_SIZE = 32
+_MAC_KEY_LABEL = b"tdxfs REPORTMACSTRUCT MAC key v1"
+
+# Persist callback: (rtmrs, reportdata) -> None, raises StateError when it cannot.
+Persist = Callable[[Tuple[bytes, ...], bytes], None]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The VERIFYREPORT analogue's answer: ``ok`` or the list of parts that fail."""
+
+    failures: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def __str__(self) -> str:
+        return "OK" if self.ok else "; ".join(self.failures)
+
+
+class Platform:
+    """The machine: its secret MAC key. Reports from another Platform do not verify here."""
+
+    def __init__(self, secret: Optional[bytes] = None):
+        self.secret = secret if secret is not None else os.urandom(PLATFORM_SECRET_SIZE)
+        if len(self.secret) != PLATFORM_SECRET_SIZE:
+            raise ValueError(f"platform secret must be {PLATFORM_SECRET_SIZE} bytes")
+        self._mac_key = hmac.digest(self.secret, _MAC_KEY_LABEL, "sha256")
+
+    def mac(self, mac_input: bytes) -> bytes:
+        return hmac.digest(self._mac_key, mac_input, "sha256")
+
+    def verify_reportmac(self, reportmac: bytes) -> VerifyResult:
+        """TDG.MR.VERIFYREPORT checks only REPORTMACSTRUCT (256 bytes): type and MAC."""
+        if len(reportmac) != 256:
+            raise InvalidInput(f"REPORTMACSTRUCT is 256 bytes, got {len(reportmac)}")
+        failures = []
+        if reportmac[0] != abi.REPORTTYPE_TDX:
+            failures.append(f"REPORTTYPE.TYPE is {reportmac[0]:#04x}, not {abi.REPORTTYPE_TDX:#04x}")
+        expected = self.mac(reportmac[abi.MAC_INPUT])
+        if not hmac.compare_digest(expected, reportmac[224:256]):
+            failures.append("MAC does not match (not made on this platform, or REPORTMACSTRUCT altered)")
+        return VerifyResult(failures)
+
+    def verify_report(self, report: bytes) -> VerifyResult:
+        """The MAC plus both hashes, each failure named."""
+        if len(report) != abi.TDREPORT_SIZE:
+            raise InvalidInput(f"TDREPORT is {abi.TDREPORT_SIZE} bytes, got {len(report)}")
+        failures = list(self.verify_reportmac(report[abi.REPORTMACSTRUCT]).failures)
+        f = abi.TDREPORT_FIELDS
+        if hashlib.sha384(report[abi.TEE_TCB_INFO]).digest() != f["tee_tcb_info_hash"].get(report):
+            failures.append("TEE_TCB_INFO_HASH is not SHA-384 of TEE_TCB_INFO")
+        if hashlib.sha384(report[abi.TDINFO]).digest() != f["tee_info_hash"].get(report):
+            failures.append("TEE_INFO_HASH is not SHA-384 of TDINFO")
+        return VerifyResult(failures)
+
+
+def check_reportdata(data: bytes) -> bytes:
+    if len(data) != abi.REPORTDATA_SIZE:
+        raise InvalidInput(f"REPORTDATA must be {abi.REPORTDATA_SIZE} bytes, got {len(data)}")
+    return bytes(data)
+
+
+class TrustDomain:
+    """One TD: static measurements from the profile, live RTMRs and the shared REPORTDATA."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        profile: TdProfile,
+        rtmrs: Optional[Sequence[bytes]] = None,
+        reportdata: bytes = bytes(abi.REPORTDATA_SIZE),
+        persist: Optional[Persist] = None,
+    ):
+        self.platform = platform
+        self.profile = profile
+        self._lock = threading.Lock()
+        self._rtmrs: Tuple[bytes, ...] = tuple(rtmrs) if rtmrs is not None else profile.boot_rtmrs()
+        self._reportdata = check_reportdata(reportdata)
+        self._persist = persist
+        self._build_static_parts()
+
+    def _build_static_parts(self) -> None:
+        """Everything in a report that no request changes, encoded once."""
+        p = self.profile.fields
+        base = abi.encode(
+            {
+                "reporttype.type": bytes([abi.REPORTTYPE_TDX]),
+                "cpusvn": p["cpusvn"],
+                "tee_tcb_info.valid": p["tee_tcb_info.valid"],
+                "tee_tcb_info.tee_tcb_svn": p["tee_tcb_info.tee_tcb_svn"],
+                "tee_tcb_info.mrseam": p["tee_tcb_info.mrseam"],
+                "tee_tcb_info.mrsignerseam": p["tee_tcb_info.mrsignerseam"],
+                "tee_tcb_info.attributes": p["tee_tcb_info.attributes"],
+                "tee_tcb_info.tee_tcb_svn2": p["tee_tcb_info.tee_tcb_svn2"],
+                "tdinfo.attributes": p["attributes"],
+                "tdinfo.xfam": p["xfam"],
+                "tdinfo.mrtd": p["mrtd"],
+                "tdinfo.mrconfigid": p["mrconfigid"],
+                "tdinfo.mrowner": p["mrowner"],
+                "tdinfo.mrownerconfig": p["mrownerconfig"],
+            }
+        )
+        tee_tcb_info = base[abi.TEE_TCB_INFO]
+        base = abi.encode({"tee_tcb_info_hash": hashlib.sha384(tee_tcb_info).digest()}, base)
+        rtmr0, rtmr3 = abi.rtmr_field(0), abi.rtmr_field(3)
+        self._head = base[0:80]  # REPORTTYPE .. TEE_TCB_INFO_HASH
+        self._tail_reserved = bytes(32)  # bytes 192..223
+        self._tcb_block = base[256:512]  # TEE_TCB_INFO + reserved
+        self._tdinfo_head = base[512 : rtmr0.offset]
+        self._tdinfo_tail = base[rtmr3.end : 1024]
+
+    # -- registers ---------------------------------------------------------------
+
+    @property
+    def reportdata(self) -> bytes:
+        return self._reportdata
+
+    def rtmr(self, index: int) -> bytes:
+        self._check_index(index)
+        return self._rtmrs[index]
+
+    def rtmrs(self) -> Tuple[bytes, ...]:
+        return self._rtmrs
+
+    def measurement(self, name: str) -> bytes:
+        """mrtd, mrconfigid, mrowner, mrownerconfig, rtmr0..3 by name."""
+        if name.startswith("rtmr"):
+            return self.rtmr(int(name[4:]))
+        return self.profile[name]
+
+    @staticmethod
+    def _check_index(index: int) -> None:
+        if not 0 <= index < abi.RTMR_COUNT:
+            raise InvalidInput(f"RTMR index {index} out of range 0..{abi.RTMR_COUNT - 1}")
+
+    def extend(self, index: int, data48: bytes) -> bytes:
+        """RTMR[index] = SHA-384(RTMR[index] || data48); durable before it returns."""
+        self._check_index(index)
+        if len(data48) != abi.MEASUREMENT_SIZE:
+            raise InvalidInput(f"extend data must be {abi.MEASUREMENT_SIZE} bytes, got {len(data48)}")
+        with self._lock:
+            rtmrs = list(self._rtmrs)
+            rtmrs[index] = extend_digest(rtmrs[index], bytes(data48))
+            self._commit(tuple(rtmrs), self._reportdata)
+            return rtmrs[index]
+
+    def set_reportdata(self, data64: bytes) -> None:
+        data = check_reportdata(data64)
+        with self._lock:
+            self._commit(self._rtmrs, data)
+
+    def _commit(self, rtmrs: Tuple[bytes, ...], reportdata: bytes) -> None:
+        # Persist first: if it raises, nothing in memory changed either.
+        if self._persist is not None:
+            self._persist(rtmrs, reportdata)
+        self._rtmrs, self._reportdata = rtmrs, reportdata
+
+    # -- reports -----------------------------------------------------------------
+
+    def report(self, reportdata: Optional[bytes] = None) -> bytes:
+        """TDG.MR.REPORT: the 1024-byte TDREPORT for ``reportdata`` (the shared one if None)."""
+        if reportdata is not None:
+            reportdata = check_reportdata(reportdata)
+        with self._lock:
+            rtmrs = self._rtmrs
+            if reportdata is None:
+                reportdata = self._reportdata
+        tdinfo = self._tdinfo_head + b"".join(rtmrs) + self._tdinfo_tail
+        mac_input = self._head + hashlib.sha384(tdinfo).digest() + reportdata + self._tail_reserved
+        return mac_input + self.platform.mac(mac_input) + self._tcb_block + tdinfo
+
+    def verify_report(self, report: bytes) -> VerifyResult:
+        return self.platform.verify_report(report)

@@ -1,0 +1,137 @@
+"""The thin FUSE adapter: callbacks mapped onto the file tree, errors onto errnos.
+
+Each callback is a line or two over :class:`tdxfs.files.table.Tree`. A refused request
+arrives as a ``TdxfsError`` that already carries its errno; ``_served`` logs one line
+(operation, path, errno, reason) and hands the errno to FUSE. Anything else escaping is
+a bug: the binding returns EINVAL and logs a traceback.
+
+No ``flush`` callback on purpose: the kernel stops sending FLUSH after the first ENOSYS,
+which saves one round trip per close.
+"""
+
+import errno
+import functools
+import logging
+import os
+import time
+from typing import Callable, Dict, Optional
+
+from tdxfs.errors import TdxfsError
+from tdxfs.files.table import SnapshotHandle, Tree
+from tdxfs.server.binding import FuseOSError
+
+log = logging.getLogger("tdxfs")
+
+
+def _served(op: str):
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(self, path, *args):
+            try:
+                return fn(self, path, *args)
+            except TdxfsError as exc:
+                # A lookup miss is an answer, not a refused request: ls and shells probe names.
+                level = logging.DEBUG if op == "getattr" and exc.errno == errno.ENOENT else logging.WARNING
+                log.log(level, "rejected %s %s: %s (%s)", op, path, errno.errorcode.get(exc.errno, exc.errno), exc.reason)
+                raise FuseOSError(exc.errno) from exc
+
+        return call
+
+    return wrap
+
+
+class TdxfsOperations:
+    use_ns = True  # times in nanoseconds (mfusepy/fusepy setting, not a callback)
+
+    def __init__(self, tree: Tree, on_ready: Optional[Callable[[], None]] = None):
+        self._tree = tree
+        self._on_ready = on_ready
+        self._handles: Dict[int, SnapshotHandle] = {}
+        self._next_fh = 1
+        self._times = time.time_ns()
+        self._owner = (os.getuid(), os.getgid())
+        self.is_ready = False
+
+    def _handle(self, fh: int) -> SnapshotHandle:
+        return self._handles[fh]
+
+    def init(self, path):
+        self.is_ready = True
+        if self._on_ready:
+            self._on_ready()
+
+    @_served("getattr")
+    def getattr(self, path, fh=None):
+        attrs = self._tree.attrs(path)
+        t = self._times
+        return {**attrs, "st_uid": self._owner[0], "st_gid": self._owner[1],
+                "st_atime": t, "st_mtime": t, "st_ctime": t}
+
+    @_served("readdir")
+    def readdir(self, path, fh):
+        return [".", "..", *self._tree.listdir(path)]
+
+    @_served("open")
+    def open(self, path, flags):
+        handle = self._tree.open(path, flags)
+        fh, self._next_fh = self._next_fh, self._next_fh + 1
+        self._handles[fh] = handle
+        return fh
+
+    @_served("read")
+    def read(self, path, size, offset, fh):
+        return self._handle(fh).read(size, offset)
+
+    @_served("write")
+    def write(self, path, data, offset, fh):
+        return self._handle(fh).write(data, offset)
+
+    @_served("truncate")
+    def truncate(self, path, length, fh=None):
+        self._tree.truncate(path, length)
+
+    def release(self, path, fh):
+        self._handles.pop(fh).release()
+
+    @_served("mkdir")
+    def mkdir(self, path, mode):
+        self._tree.mkdir(path)
+
+    @_served("rmdir")
+    def rmdir(self, path):
+        self._tree.rmdir(path)
+
+    @_served("create")
+    def create(self, path, mode, fi=None):
+        self._tree.refuse("create")
+
+    @_served("mknod")
+    def mknod(self, path, mode, dev):
+        self._tree.refuse("mknod")
+
+    @_served("unlink")
+    def unlink(self, path):
+        self._tree.refuse("unlink")
+
+    @_served("rename")
+    def rename(self, old, new):
+        self._tree.refuse(f"rename to {new}")
+
+    @_served("symlink")
+    def symlink(self, target, source):
+        self._tree.refuse("symlink")
+
+    @_served("link")
+    def link(self, target, source):
+        self._tree.refuse("link")
+
+    @_served("chmod")
+    def chmod(self, path, mode):
+        self._tree.refuse("chmod")
+
+    @_served("chown")
+    def chown(self, path, uid, gid):
+        self._tree.refuse("chown")
+
+    def statfs(self, path):
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}

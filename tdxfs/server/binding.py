@@ -1,0 +1,80 @@
+"""The one place that imports a FUSE binding.
+
+mfusepy (the maintained fork, libfuse3) is preferred; the original fusepy (libfuse2) is
+the fallback, or forced with TDXFS_FUSE_BINDING=fusepy. Both have the same API except
+that fusepy dispatches callbacks through ``operations(name, *args)``.
+"""
+
+import os
+from ctypes.util import find_library
+
+_wanted = os.environ.get("TDXFS_FUSE_BINDING", "")
+if _wanted not in ("", "mfusepy", "fusepy"):
+    raise ImportError(f"TDXFS_FUSE_BINDING={_wanted!r}: choose mfusepy or fusepy")
+
+_fuse = None
+if _wanted in ("", "mfusepy"):
+    # mfusepy looks for libfuse2 first; prefer libfuse3 when it is there.
+    if "FUSE_LIBRARY_NAME" not in os.environ and find_library("fuse3"):
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
+    try:
+        import mfusepy as _fuse
+    except ImportError:
+        if _wanted:
+            raise
+if _fuse is None:
+    import fuse as _fuse  # fusepy
+
+NAME = _fuse.__name__.replace("fuse", "fusepy") if _fuse.__name__ == "fuse" else _fuse.__name__
+FUSE = _fuse.FUSE
+FuseOSError = _fuse.FuseOSError
+CALLBACKS = frozenset(n for n in dir(_fuse.Operations) if not n.startswith("_"))
+
+
+def libfuse_version() -> str:
+    lib = getattr(_fuse, "_libfuse")
+    major = getattr(_fuse, "fuse_version_major", None)
+    if major is None:
+        return "2.x"
+    return f"{major}.{getattr(_fuse, 'fuse_version_minor', 0)} ({lib._name})"
+
+
+def check_callbacks(operations) -> None:
+    """Every public method must be a FUSE callback name: catches misspelled handlers."""
+    cls = type(operations)
+    for name in vars(cls):
+        if not name.startswith("_") and callable(getattr(cls, name)) and name not in CALLBACKS:
+            raise TypeError(f"{cls.__name__}.{name} is not a FUSE callback ({NAME})")
+
+
+class _Dispatching:
+    """fusepy calls ``operations(op, *args)``; mfusepy calls methods directly."""
+
+    def __init__(self, operations):
+        self._ops = operations
+
+    def __getattr__(self, name):
+        return getattr(self._ops, name)
+
+    def __call__(self, op, *args):
+        return getattr(self._ops, op)(*args)
+
+
+class MountFailed(Exception):
+    """libfuse refused the mount (it printed why on stderr)."""
+
+
+def serve(operations, mountpoint: str, *, mounted, **options) -> None:
+    """Run the FUSE loop until unmounted. ``mounted()`` tells whether init was reached:
+    a loop that ends after it (unmount, SIGTERM, SIGINT) is a clean stop."""
+    check_callbacks(operations)
+    ops = _Dispatching(operations) if NAME == "fusepy" else operations
+    try:
+        FUSE(ops, mountpoint, **options)
+    except RuntimeError as exc:
+        # mfusepy on libfuse3 raises after a signal ends the loop: that is a clean stop.
+        if not mounted():
+            raise MountFailed(f"libfuse returned {exc}") from None
+        return
+    if not mounted():
+        raise MountFailed("libfuse returned before the mount was ready")
