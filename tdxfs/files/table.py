@@ -80,7 +80,7 @@ class ReportHandle(SnapshotHandle):
     """``tdreport``: reads build a TDREPORT; on an O_RDWR fd, a write sets REPORTDATA for
     this fd only, so write-then-read on one fd is a transaction no other client can mix."""
 
-    def __init__(self, node: "File", td: TrustDomain):
+    def __init__(self, node: "ReportFile", td: TrustDomain):
         super().__init__(node)
         self._td = td
         self._reportdata: Optional[bytes] = None  # None: use the shared REPORTDATA
@@ -160,6 +160,13 @@ class ReportFile(File):
     @property
     def writable(self) -> bool:
         return True
+
+    def open(self, flags: int) -> SnapshotHandle:
+        # A write-only fd could set a REPORTDATA nobody ever reads: say so instead.
+        if flags & os.O_ACCMODE == os.O_WRONLY:
+            raise InvalidInput("tdreport takes REPORTDATA only on an O_RDWR fd (a one-fd transaction); "
+                               "write the shared value to reportdata")
+        return super().open(flags)
 
     def new_handle(self) -> SnapshotHandle:
         return ReportHandle(self, self.td)

@@ -92,9 +92,10 @@ class StateDir:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             os.chmod(self.path, 0o700)
             self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            self._lockfd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600, dir_fd=self._dirfd)
         except OSError as exc:
+            self.close()
             raise ConfigError(f"state directory {self.path}: {exc.strerror}") from None
-        self._lockfd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600, dir_fd=self._dirfd)
         try:
             fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -135,12 +136,18 @@ class StateDir:
         if secret is None and td_raw is not None:
             raise ConfigError(f"state file {where} is missing but {TD_FILE} exists; refusing to start. "
                               "Use --reset to start a fresh TD on purpose")
+        if secret is not None and td_raw is None:
+            raise ConfigError(f"state file {self.path}/{TD_FILE} is missing but {SECRET_FILE} exists; refusing "
+                              "to start. Use --reset to start a fresh TD on purpose")
         if secret is not None and len(secret) != PLATFORM_SECRET_SIZE:
             raise ConfigError(f"state file {where} is corrupt ({len(secret)} bytes, expected "
                               f"{PLATFORM_SECRET_SIZE}); refusing to start. Use --reset to start a fresh TD on purpose")
         if secret is None:
             platform = Platform()
-            _write_durable(self._dirfd, SECRET_FILE, platform.secret)
+            try:
+                _write_durable(self._dirfd, SECRET_FILE, platform.secret)
+            except OSError as exc:
+                raise ConfigError(f"cannot write state file {where}: {exc.strerror}") from None
         else:
             platform = Platform(secret)
 
@@ -160,6 +167,8 @@ class StateDir:
         return TrustDomain(platform, profile, rtmrs=rtmrs, reportdata=reportdata, persist=persist)
 
     def save(self, profile_digest: str, rtmrs: Sequence[bytes], reportdata: bytes) -> None:
+        if self._dirfd is None:
+            raise StateError(f"cannot save state in {self.path}: the state directory is closed")
         try:
             _write_durable(self._dirfd, TD_FILE, encode_td_state(profile_digest, rtmrs, reportdata))
         except OSError as exc:

@@ -53,13 +53,16 @@ def parse_fuse_options(text: str) -> Dict[str, object]:
         name, eq, value = item.partition("=")
         if name not in USER_OPTIONS:
             raise ConfigError(f"unknown mount option '{name}' (known: {', '.join(sorted(USER_OPTIONS))})")
+        if eq and name not in ("uid", "gid", "umask"):
+            raise ConfigError(f"mount option '{name}' takes no value")
         if name == "rw":
             continue
         if name in ("uid", "gid") and not value.isdigit():
             raise ConfigError(f"mount option '{name}' takes a number")
         if name == "umask":
             try:
-                int(value, 8)
+                if not value.isdigit() or int(value, 8) > 0o777:
+                    raise ValueError(value)
             except ValueError:
                 raise ConfigError("mount option 'umask' takes an octal number") from None
         options[name] = value if eq else True
@@ -80,7 +83,8 @@ def mounted_fstype(path: str) -> Optional[str]:
 
 
 def check_mountpoint(path: str) -> str:
-    if mounted_fstype(path):
+    # autofs is the trigger of x-systemd.automount (or automount(8)): mounting over it is the point
+    if mounted_fstype(path) not in (None, "autofs"):
         raise ConfigError(f"{path} is already a mount point (unmount it first: tdxfs umount {path})")
     if not os.path.exists(path):
         raise ConfigError(f"mount point {path} does not exist")
@@ -121,8 +125,12 @@ def _serve(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) ->
     ops = TdxfsOperations(Tree.for_td(td), on_ready=on_ready)
     log = logging.getLogger("tdxfs")
     log.info("serving on %s via %s, libfuse %s", mountpoint, NAME, libfuse_version())
+    # libfuse2 opens the mountpoint to check it is empty, which would trigger (and wait for)
+    # the autofs mount we are replacing; libfuse3 no longer checks.
+    over_autofs = {"nonempty": True} if libfuse_version().startswith("2") and \
+        mounted_fstype(mountpoint) == "autofs" else {}
     serve(ops, mountpoint, mounted=lambda: ops.is_ready, foreground=True, nothreads=True,
-          debug=cfg.debug, **FIXED_OPTIONS, **cfg.options)
+          debug=cfg.debug, **FIXED_OPTIONS, **cfg.options, **over_autofs)
     log.info("unmounted %s", mountpoint)
 
 
