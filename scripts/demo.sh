@@ -48,7 +48,13 @@ echo not-hex > "$MNT/rtmr3" || true
 [ "$(cat "$MNT/rtmr3")" = "$NEW" ] && echo "rtmr3 unchanged"
 tail -n 1 "$MNT.log"
 
+step "tdxfs report get --via ioctl --mount $MNT --reportdata \$NONCE    # TDX_CMD_GET_REPORT0 on $MNT/tdx_guest"
+tdxfs report get --via ioctl --mount "$MNT" --reportdata "$NONCE" | grep -E '^(reportdata|tdinfo.rtmr3) '
+
 step tdxfs umount "$MNT"
 tdxfs umount "$MNT"
 rm -f "$MNT.log"
-echo "demo: done"
+
+step "tdxfs bench --quick --output bench-out     # ioctl vs files, side by side"
+tdxfs bench --quick --output bench-out
+echo "demo: done (plots: bench-out/bench.png, bench-out/bench.svg)"

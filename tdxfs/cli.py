@@ -36,11 +36,16 @@ def cmd_report_decode(args) -> int:
     from tdxfs.model import abi
 
     data = _read_input(args.file)
-    try:
-        fields = abi.as_json(data)
-    except ValueError as exc:
-        raise TdxfsError(f"{args.file}: {exc}") from None
-    if args.json:
+    if len(data) != abi.TDREPORT_SIZE:
+        raise TdxfsError(f"{args.file}: a TDREPORT is {abi.TDREPORT_SIZE} bytes, got {len(data)}")
+    return _print_report(data, args.json)
+
+
+def _print_report(data: bytes, as_json: bool) -> int:
+    from tdxfs.model import abi
+
+    fields = abi.as_json(data)
+    if as_json:
         json.dump(fields, sys.stdout, indent=2)
         print()
         return 0
@@ -50,6 +55,51 @@ def cmd_report_decode(args) -> int:
         shown = f"{value:#x}" if field.integer else value
         print(f"{name:<{width}}  @{field.offset:<4} {shown}")
     return 0
+
+
+def cmd_report_get(args) -> int:
+    import os
+
+    from tdxfs.client import files, ioctl
+
+    reportdata = bytes.fromhex(args.reportdata) if args.reportdata else os.urandom(64)
+    if len(reportdata) != 64:
+        raise TdxfsError("--reportdata takes 128 hex chars (64 bytes)")
+    if args.via == "ioctl":
+        device = args.device or (os.path.join(args.mount, "tdx_guest") if args.mount else "/dev/tdx_guest")
+        call = lambda: ioctl.get_report0(device, reportdata)  # noqa: E731
+    else:
+        if not args.mount:
+            raise TdxfsError(f"--via {args.via} needs --mount DIR (a tdxfs mount)")
+        fn = files.shared_pair if args.via == "files" else files.transaction
+        call = lambda: fn(args.mount, reportdata)  # noqa: E731
+    try:
+        report = call()
+    except OSError as exc:
+        raise TdxfsError(f"report via {args.via}: {exc.strerror or exc}") from None
+    if args.output:
+        with open(args.output, "wb") as f:
+            f.write(report)
+        return 0
+    return _print_report(report, args.json)
+
+
+def cmd_bench(args) -> int:
+    from tdxfs.bench.run import Settings, run
+
+    s = Settings.quick() if args.quick else Settings.full()
+    if args.rounds:
+        s.rounds = args.rounds
+    if args.batch:
+        s.batch = args.batch
+    if args.seconds:
+        s.seconds = args.seconds
+    if args.clients:
+        s.clients = tuple(int(c) for c in args.clients.split(","))
+    if args.no_strace:
+        s.strace = False
+    methods = args.methods.split(",") if args.methods else None
+    return run(args.output, args.mount, s, methods)
 
 
 def cmd_profile_show(args) -> int:
@@ -85,6 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-", help="a 1024-byte TDREPORT file, or - for stdin")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report_decode)
+    p = report.add_parser("get", help="get a TDREPORT through ioctl, the shared files, or a one-fd transaction")
+    p.add_argument("--reportdata", metavar="HEX", help="128 hex chars (default: a random nonce)")
+    p.add_argument("--via", choices=("ioctl", "files", "transaction"), default="ioctl")
+    p.add_argument("--mount", metavar="DIR", help="a tdxfs mount (for --via files/transaction; ioctl uses DIR/tdx_guest)")
+    p.add_argument("--device", metavar="PATH", help="ioctl node (default /dev/tdx_guest, or DIR/tdx_guest with --mount)")
+    p.add_argument("-o", "--output", metavar="FILE", help="save the raw 1024 bytes instead of printing fields")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report_get)
+
+    p = sub.add_parser("bench", help="measure the ioctl and the file designs side by side")
+    p.add_argument("--quick", action="store_true", help="a smoke run (under 30 s on 2 cores)")
+    p.add_argument("--output", metavar="DIR", default="bench-out", help="where bench.json/.png/.svg go")
+    p.add_argument("--mount", metavar="DIR", help="measure this tdxfs mount (default: mount our own)")
+    p.add_argument("--methods", metavar="A,B", help="a subset of the methods")
+    p.add_argument("--rounds", type=int, help="interleaved latency rounds")
+    p.add_argument("--batch", type=int, help="operations per method per round")
+    p.add_argument("--seconds", type=float, help="duration of each scaling point")
+    p.add_argument("--clients", metavar="1,2,4,8", help="client process counts for scaling")
+    p.add_argument("--no-strace", action="store_true", help="use the methods' own syscall counts")
+    p.set_defaults(func=cmd_bench)
 
     profile = sub.add_parser("profile", help="TD profile tools").add_subparsers(dest="profile_command", required=True)
     p = profile.add_parser("show", help="print the effective profile as TOML")

@@ -13,9 +13,12 @@ class TdxfsError(Exception):
 
     errno = errno.EIO
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, probe: bool = False):
         super().__init__(reason)
         self.reason = reason
+        # A probe is an expected question with a negative answer (a lookup of a missing
+        # name, Python's TCGETS on open): logged at debug level, not as a refusal.
+        self.probe = probe
 
 
 class InvalidInput(TdxfsError):
@@ -42,6 +45,18 @@ class NoSuchEntry(TdxfsError):
 
 class IsADirectory(TdxfsError):
     errno = errno.EISDIR
+
+
+class NotATty(TdxfsError):
+    """An ioctl command this node does not serve (the misc-device answer to unknown commands)."""
+
+    errno = errno.ENOTTY
+
+
+class DeviceError(TdxfsError):
+    """The simulated TDCALL failed (e.g. VERIFYREPORT on a REPORTMACSTRUCT from elsewhere)."""
+
+    errno = errno.EIO
 
 
 class StateError(TdxfsError):

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
-from tdxfs.errors import AccessDenied, InvalidInput, IsADirectory, NoSuchEntry, NotPermitted
+from tdxfs import linuxabi
+from tdxfs.errors import AccessDenied, InvalidInput, IsADirectory, NoSuchEntry, NotATty, NotPermitted
+from tdxfs.files import device
+from tdxfs.files.stats import RequestCounter
 from tdxfs.model import abi
 from tdxfs.model.td import TrustDomain
 
@@ -75,6 +78,9 @@ class SnapshotHandle:
     def release(self) -> None:
         pass
 
+    def ioctl(self, cmd: int, request: bytes) -> bytes:
+        raise NotATty(f"{self.node.name} takes no ioctl (only tdx_guest does)", probe=cmd == linuxabi.TCGETS)
+
 
 class ReportHandle(SnapshotHandle):
     """``tdreport``: reads build a TDREPORT; on an O_RDWR fd, a write sets REPORTDATA for
@@ -92,11 +98,28 @@ class ReportHandle(SnapshotHandle):
         self._reportdata = parse_value(data, abi.REPORTDATA_SIZE, "tdreport (per-fd REPORTDATA)")
 
 
+class DeviceHandle(SnapshotHandle):
+    """``tdx_guest``: a misc device with ioctl only; read() and write() are EINVAL."""
+
+    def __init__(self, node: "DeviceFile"):
+        super().__init__(node)
+
+    def read(self, size: int, offset: int) -> bytes:
+        raise InvalidInput("tdx_guest has no read(): use ioctl (TDX_CMD_GET_REPORT0)")
+
+    def write(self, data: bytes, offset: int) -> int:
+        raise InvalidInput("tdx_guest has no write(): use ioctl (TDX_CMD_EXTEND_RTMR)")
+
+    def ioctl(self, cmd: int, request: bytes) -> bytes:
+        return device.serve(self.node.td, cmd, request)
+
+
 # -- nodes -----------------------------------------------------------------------------
 
 
 class Node:
     mode = 0
+    kind = "dir"  # the class of path a request is counted under in /.stats
 
     def attrs(self) -> Dict[str, int]:
         raise NotImplementedError
@@ -111,6 +134,10 @@ class File(Node):
     read: Optional[Callable[[], bytes]] = None
     write: Optional[Callable[[bytes], object]] = None
     raw_size: int = 0  # the raw value's size; writes accept raw or hex of it
+
+    @property
+    def kind(self) -> str:
+        return self.name.rstrip("0123456789")
 
     @property
     def writable(self) -> bool:
@@ -172,6 +199,24 @@ class ReportFile(File):
         return ReportHandle(self, self.td)
 
 
+@dataclass
+class DeviceFile(File):
+    """The ioctl node; a regular file to the kernel (clients do not check), mode 0600 as
+    udev gives /dev/tdx_guest. Opening it never checks more than the kernel's modes."""
+
+    td: Optional[TrustDomain] = None
+
+    @property
+    def mode(self) -> int:
+        return stat.S_IFREG | 0o600
+
+    def open(self, flags: int) -> SnapshotHandle:
+        return DeviceHandle(self)
+
+    def truncate(self, length: int) -> None:
+        raise InvalidInput("tdx_guest is a device node")
+
+
 class Directory(Node):
     mode = stat.S_IFDIR | 0o755
 
@@ -182,7 +227,7 @@ class Directory(Node):
         try:
             return self.entries[name]
         except KeyError:
-            raise NoSuchEntry(f"no entry {name!r}") from None
+            raise NoSuchEntry(f"no entry {name!r}", probe=True) from None
 
     def names(self) -> Iterator[str]:
         return iter(self.entries)
@@ -214,18 +259,36 @@ def root_rows(td: TrustDomain) -> Tuple[File, ...]:
         *(File(f"rtmr{i}", HEX48_SIZE, read=partial(td.rtmr, i), write=partial(td.extend, i),
                raw_size=abi.MEASUREMENT_SIZE) for i in range(abi.RTMR_COUNT)),
         *(File(name, HEX48_SIZE, read=partial(td.measurement, name)) for name in STATIC_MEASUREMENTS),
+        DeviceFile("tdx_guest", 0, td=td),
     )
+
+
+class StatsFile(File):
+    """``.stats``: request counters as JSON (size 4096 as sysfs reports, the content varies)."""
+
+    def render(self) -> bytes:
+        return self.read()
 
 
 class Tree:
     """Path lookup and the operations a front end maps onto; every refusal is a TdxfsError."""
 
-    def __init__(self, root: Directory):
+    def __init__(self, root: Directory, requests: Optional[RequestCounter] = None):
         self.root = root
+        self.requests = requests or RequestCounter()
 
     @classmethod
-    def for_td(cls, td: TrustDomain) -> "Tree":
-        return cls(Directory({row.name: row for row in root_rows(td)}))
+    def for_td(cls, td: TrustDomain, server: Optional[Dict[str, str]] = None) -> "Tree":
+        requests = RequestCounter(server)
+        rows = (*root_rows(td), StatsFile(".stats", 4096, read=requests.render))
+        return cls(Directory({row.name: row for row in rows}), requests)
+
+    def kind(self, path: str) -> str:
+        """What /.stats counts a request for ``path`` under ("missing" if nothing is there)."""
+        try:
+            return self.lookup(path).kind
+        except NoSuchEntry:
+            return "missing"
 
     def lookup(self, path: str) -> Node:
         node: Node = self.root

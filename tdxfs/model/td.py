@@ -53,10 +53,19 @@ class Platform:
         self.secret = secret if secret is not None else os.urandom(PLATFORM_SECRET_SIZE)
         if len(self.secret) != PLATFORM_SECRET_SIZE:
             raise ValueError(f"platform secret must be {PLATFORM_SECRET_SIZE} bytes")
-        self._mac_key = hmac.digest(self.secret, _MAC_KEY_LABEL, "sha256")
+        mac_key = hmac.digest(self.secret, _MAC_KEY_LABEL, "sha256")
+        # HMAC-SHA-256 (RFC 2104) with the keyed inner and outer states computed once:
+        # a report's MAC then costs two hash copies instead of a full HMAC set-up.
+        block = mac_key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def mac(self, mac_input: bytes) -> bytes:
-        return hmac.digest(self._mac_key, mac_input, "sha256")
+        inner = self._inner.copy()
+        inner.update(mac_input)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def verify_reportmac(self, reportmac: bytes) -> VerifyResult:
         """TDG.MR.VERIFYREPORT checks only REPORTMACSTRUCT (256 bytes): type and MAC."""

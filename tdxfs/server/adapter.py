@@ -9,6 +9,7 @@ No ``flush`` callback on purpose: the kernel stops sending FLUSH after the first
 which saves one round trip per close.
 """
 
+import ctypes
 import errno
 import functools
 import logging
@@ -16,7 +17,8 @@ import os
 import time
 from typing import Callable, Dict, Optional
 
-from tdxfs.errors import TdxfsError
+from tdxfs import linuxabi
+from tdxfs.errors import NotATty, TdxfsError
 from tdxfs.files.table import SnapshotHandle, Tree
 from tdxfs.server.binding import FuseOSError
 
@@ -24,14 +26,17 @@ log = logging.getLogger("tdxfs")
 
 
 def _served(op: str):
+    """Count the request, run it, and turn a refusal into its errno with one log line."""
+
     def wrap(fn):
         @functools.wraps(fn)
         def call(self, path, *args):
+            self._tree.requests.count(op, self._tree.kind(path))
             try:
                 return fn(self, path, *args)
             except TdxfsError as exc:
-                # A lookup miss is an answer, not a refused request: ls and shells probe names.
-                level = logging.DEBUG if op == "getattr" and exc.errno == errno.ENOENT else logging.WARNING
+                # A probe (a lookup miss, Python's TCGETS) is an answer, not a refused request.
+                level = logging.DEBUG if exc.probe else logging.WARNING
                 log.log(level, "rejected %s %s: %s (%s)", op, path, errno.errorcode.get(exc.errno, exc.errno), exc.reason)
                 raise FuseOSError(exc.errno) from exc
 
@@ -55,6 +60,7 @@ class TdxfsOperations:
     def _handle(self, fh: int) -> SnapshotHandle:
         return self._handles[fh]
 
+    @_served("init")
     def init(self, path):
         self.is_ready = True
         if self._on_ready:
@@ -90,6 +96,7 @@ class TdxfsOperations:
     def truncate(self, path, length, fh=None):
         self._tree.truncate(path, length)
 
+    @_served("release")
     def release(self, path, fh):
         self._handles.pop(fh).release()
 
@@ -133,5 +140,21 @@ class TdxfsOperations:
     def chown(self, path, uid, gid):
         self._tree.refuse("chown")
 
+    @_served("ioctl")
+    def ioctl(self, path, cmd, arg, fh, flags, data):
+        # ``data`` is libfuse's copy of the caller's buffer (_IOC_SIZE bytes); ``arg`` is
+        # the caller's own address and is never touched.
+        cmd &= 0xFFFFFFFF  # libfuse2 passes a signed int
+        size = linuxabi.ioc_size(cmd)
+        request = ctypes.string_at(data, size) if size and data and linuxabi.ioc_writes(cmd) else bytes(size)
+        handle = self._handles.get(fh)
+        if handle is None:  # a directory: libfuse answers OPENDIR itself, so no handle of ours
+            raise NotATty(f"{path} is a directory: no ioctl", probe=cmd == linuxabi.TCGETS)
+        reply = handle.ioctl(cmd, request)
+        if reply and data and linuxabi.ioc_reads(cmd):
+            ctypes.memmove(data, reply, min(len(reply), size))
+        return 0
+
+    @_served("statfs")
     def statfs(self, path):
         return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}

@@ -122,7 +122,8 @@ def _serve(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) ->
     from tdxfs.server.adapter import TdxfsOperations
     from tdxfs.server.binding import NAME, libfuse_version, serve
 
-    ops = TdxfsOperations(Tree.for_td(td), on_ready=on_ready)
+    server = {"binding": NAME, "libfuse": libfuse_version(), "pid": str(os.getpid())}
+    ops = TdxfsOperations(Tree.for_td(td, server), on_ready=on_ready)
     log = logging.getLogger("tdxfs")
     log.info("serving on %s via %s, libfuse %s", mountpoint, NAME, libfuse_version())
     # libfuse2 opens the mountpoint to check it is empty, which would trigger (and wait for)

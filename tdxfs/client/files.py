@@ -1,0 +1,35 @@
+"""The file patterns, with plain os calls (what a shell script does, without the forks)."""
+
+import os
+
+REPORT_SIZE = 1024
+
+
+def _read_all(fd: int) -> bytes:
+    return os.pread(fd, 131072, 0)
+
+
+def shared_pair(mount: str, reportdata: bytes) -> bytes:
+    """The shell pattern: write the shared ``reportdata``, then read ``tdreport``.
+    Two clients doing this at once can get each other's REPORTDATA (the seed's
+    "multiple file descriptors" problem)."""
+    fd = os.open(os.path.join(mount, "reportdata"), os.O_WRONLY)
+    try:
+        os.write(fd, reportdata)
+    finally:
+        os.close(fd)
+    fd = os.open(os.path.join(mount, "tdreport"), os.O_RDONLY)
+    try:
+        return _read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def transaction(mount: str, reportdata: bytes) -> bytes:
+    """The one-fd transaction: REPORTDATA for this fd only, then its report."""
+    fd = os.open(os.path.join(mount, "tdreport"), os.O_RDWR)
+    try:
+        os.pwrite(fd, reportdata, 0)
+        return _read_all(fd)
+    finally:
+        os.close(fd)
