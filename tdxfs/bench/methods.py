@@ -57,6 +57,18 @@ def _floor(mount: str) -> Op:
     return Op(lambda nonce: os.pread(fd, 1, 0) and None, lambda: os.close(fd))
 
 
+def _ioctl_floor(mount: str) -> Op:
+    """An ioctl round trip with no model behind it: TCGETS, answered ENOTTY."""
+    import ctypes
+
+    from tdxfs.client.ioctl import _libc
+
+    dev = TdxGuest(os.path.join(mount, "tdx_guest"))
+    buf = ctypes.create_string_buffer(64)
+    addr = ctypes.addressof(buf)
+    return Op(lambda nonce: _libc.ioctl(dev.fd, 0x5401, addr) and None, dev.close)
+
+
 def _ioctl_kept(mount: str) -> Op:
     dev = TdxGuest(os.path.join(mount, "tdx_guest"))
     return Op(dev.get_report0, dev.close)
@@ -132,6 +144,8 @@ def _extend_ioctl(mount: str) -> Op:
 METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("model", "in-process model call", "report", _model, 0, needs_mount=False),
     Method("floor", "transport floor: 1-byte pread, kept fd", "report", _floor, 1, checks_nonce=False),
+    Method("ioctl-floor", "ioctl transport floor: TCGETS -> ENOTTY, kept fd", "report", _ioctl_floor, 1,
+           checks_nonce=False),
     Method("ioctl", "ioctl GET_REPORT0, kept fd", "report", _ioctl_kept, 1),
     Method("ioctl-open", "ioctl GET_REPORT0, open/close each", "report", _ioctl_open, 3),
     Method("shell", "shell pattern: open/write/close + open/read/close", "report", _shell, 6),

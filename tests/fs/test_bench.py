@@ -28,7 +28,7 @@ from tests.mounting import force_unmount, fstype_at
 BENCH_TIMEOUT = 120
 
 # the issue's methods; later issues may add rows
-REPORT_METHODS = ["model", "floor", "ioctl", "ioctl-open", "shell", "kept-pair", "transaction"]
+REPORT_METHODS = ["model", "floor", "ioctl-floor", "ioctl", "ioctl-open", "shell", "kept-pair", "transaction"]
 EXTEND_METHODS = ["extend-model", "extend-raw", "extend-hex", "extend-ioctl"]
 IN_PROCESS = {"model", "extend-model"}
 
@@ -37,6 +37,7 @@ IN_PROCESS = {"model", "extend-model"}
 # answers the first with ENOSYS and the kernel stops sending it); lookups are cached.
 FUSE_REQUESTS = {
     "floor": {"read": 1},
+    "ioctl-floor": {"ioctl": 1},
     "ioctl": {"ioctl": 1},
     "ioctl-open": {"open": 1, "ioctl": 1, "release": 1},
     "shell": {"open": 2, "write": 1, "read": 1, "release": 2},
