@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from tdxfs.errors import InvalidInput
+from tdxfs.errors import DeviceError, InvalidInput
 from tdxfs.model import abi
 from tdxfs.model.profile import TdProfile, extend_digest
 
@@ -30,6 +30,8 @@ _MAC_KEY_LABEL = b"tdxfs REPORTMACSTRUCT MAC key v1"
 
 # Persist callback: (rtmrs, reportdata) -> None, raises StateError when it cannot.
 Persist = Callable[[Tuple[bytes, ...], bytes], None]
+# A quoting enclave: TDREPORT -> quote; raises DeviceError (EIO) for a report it refuses.
+QuoteFn = Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,10 @@ class TrustDomain:
         rtmrs: Optional[Sequence[bytes]] = None,
         reportdata: bytes = bytes(abi.REPORTDATA_SIZE),
         persist: Optional[Persist] = None,
+        qe: Optional[QuoteFn] = None,
     ):
         self.platform = platform
+        self.qe = qe
         self.profile = profile
         self._lock = threading.Lock()
         self._rtmrs: Tuple[bytes, ...] = tuple(rtmrs) if rtmrs is not None else profile.boot_rtmrs()
@@ -209,3 +213,10 @@ class TrustDomain:
 
     def verify_report(self, report: bytes) -> VerifyResult:
         return self.platform.verify_report(report)
+
+    def quote(self, reportdata: bytes) -> bytes:
+        """TDREPORT for ``reportdata``, turned into a quote by the quoting enclave (the
+        GetQuote path: configfs-tsm outblob). No lock is held while the QE signs."""
+        if self.qe is None:
+            raise DeviceError("no quoting enclave on this platform")
+        return self.qe(self.report(reportdata))
