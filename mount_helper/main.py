@@ -8,7 +8,7 @@ and returns once the mount is ready. SOURCE is ignored (write ``tdxfs``).
 
 Options (``-o``, comma separated; ``name="a,b"`` quotes a value holding commas):
 
-* tdxfs settings: ``state=DIR``, ``profile=FILE``, ``reset``, ``log=FILE`` (the ``tdxfs mount``
+* tdxfs settings: ``state=DIR``, ``profile=FILE``, ``reset``, ``log=FILE``, ``threads`` (the ``tdxfs mount``
   options of the same names; relative paths are taken from the current directory);
 * FUSE options, as in other FUSE filesystems: ``allow_other``, ``uid=N``, ``gid=N``,
   ``umask=OOO``, ``ro`` (and the others ``tdxfs mount -o`` takes);
@@ -38,7 +38,7 @@ EXIT_FAILURE = 32
 USAGE = f"usage: {PROG} SOURCE MOUNTPOINT [-o OPTIONS] [-s] [-f] [-n] [-v] [-N NAMESPACE]"
 
 # tdxfs settings: option name -> MountConfig field; True if it takes a value.
-SETTINGS = {"state": True, "profile": True, "log": True, "reset": False}
+SETTINGS = {"state": True, "profile": True, "log": True, "reset": False, "threads": False}
 # Options of mount(8) (filesystem-independent and userspace ones) and of systemd: dropped.
 DROPPED = frozenset("""
     rw defaults auto noauto nofail _netdev user users nouser owner group

@@ -20,7 +20,7 @@ def cmd_mount(args) -> int:
 
     cfg = MountConfig(
         mountpoint=args.mountpoint, state=args.state, profile=args.profile, reset=args.reset,
-        foreground=args.foreground, debug=args.debug, log=args.log,
+        foreground=args.foreground, debug=args.debug, log=args.log, threads=args.threads,
         options=parse_fuse_options(",".join(args.o or [])),
     )
     return mount(cfg)
@@ -84,6 +84,155 @@ def cmd_report_get(args) -> int:
     return _print_report(report, args.json)
 
 
+def cmd_quote_get(args) -> int:
+    import os
+
+    from tdxfs.client import configfs
+
+    if args.reportdata:
+        try:
+            reportdata = bytes.fromhex(args.reportdata)
+        except ValueError:
+            raise TdxfsError("--reportdata takes 128 hex chars (64 bytes)") from None
+    else:  # --nonce, and the default: a fresh random nonce, printed so it can be checked
+        reportdata = os.urandom(64)
+        print(f"nonce {reportdata.hex()}", file=sys.stderr)
+    if len(reportdata) != 64:
+        raise TdxfsError("--reportdata takes 128 hex chars (64 bytes)")
+    report_dir = os.path.join(args.mount, "tsm", "report") if args.mount else configfs.DEFAULT_REPORT_DIR
+    try:
+        quote = configfs.get_quote(report_dir, reportdata)
+    except OSError as exc:
+        raise TdxfsError(f"quote via {report_dir}: {exc.strerror or exc}") from None
+    if args.output:
+        with open(args.output, "wb") as f:
+            f.write(quote)
+        print(f"wrote {len(quote)}-byte quote to {args.output}", file=sys.stderr)
+        return 0
+    if sys.stdout.isatty():
+        raise TdxfsError("a quote is binary: use -o FILE or redirect stdout")
+    sys.stdout.buffer.write(quote)
+    return 0
+
+
+def cmd_pki_export(args) -> int:
+    import os
+
+    from tdxfs.model import collateral
+
+    quote = None
+    if args.state:
+        if args.profile:
+            raise TdxfsError("--profile is for the in-memory platform; a --state DIR keeps its own")
+        from tdxfs.model.state import read_pki
+
+        pki = read_pki(args.state)
+    else:
+        from tdxfs.model.machine import in_memory_td
+        from tdxfs.model.profile import default_profile, load_profile
+
+        td = in_memory_td(load_profile(args.profile) if args.profile else default_profile())
+        pki = td.qe.pki
+        quote = td.quote(bytes(64))
+        print("tdxfs: no --state: this is a fresh in-memory platform that no mount serves; its root\n"
+              "verifies only quotes made in this process, such as the sample quote.bin written\n"
+              "with it. For a mount's quotes use: tdxfs pki export DIR --state STATE", file=sys.stderr)
+    col = collateral.issue(pki, revoke_pck=args.revoke_pck)
+    files = {
+        "root-ca.pem": pki.root_cert_pem().encode(),
+        "root-ca.der": pki.root_der(),
+        "collateral.json": col.bundle_json().encode(),
+        "tcb-info.json": col.tcb_info_document().encode(),
+        "qe-identity.json": col.qe_identity_document().encode(),
+        "root-ca-crl.der": col.root_ca_crl,
+        "pck-platform-ca-crl.der": col.pck_crl,
+        "pck-crl-issuer-chain.pem": col.pck_crl_issuer_chain.encode(),
+        "tcb-signing-chain.pem": col.tcb_info_issuer_chain.encode(),
+    }
+    if quote is not None:
+        files["quote.bin"] = quote
+    try:
+        os.makedirs(args.dir, exist_ok=True)
+        for name, data in files.items():
+            with open(os.path.join(args.dir, name), "wb") as f:
+                f.write(data)
+    except OSError as exc:
+        raise TdxfsError(f"{args.dir}: {exc.strerror or exc}") from None
+    print(f"SIMULATED PKI (not Intel's): root SHA-256 {pki.fingerprint()}")
+    print(f"wrote {', '.join(files)} to {args.dir}")
+    return 0
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return _read_input(path)
+    except OSError as exc:
+        raise TdxfsError(f"{what} {path}: {exc.strerror or exc}") from None
+
+
+def cmd_quote_decode(args) -> int:
+    from tdxfs.model import quote as q
+
+    data = _read_file(args.file, "quote")
+    try:
+        fields = q.as_json(data)
+    except ValueError as exc:
+        raise TdxfsError(f"{args.file}: {exc}") from None
+    if args.json:
+        json.dump(fields, sys.stdout, indent=2)
+        print()
+        return 0
+    width = max(map(len, fields))
+    for name, value in fields.items():
+        field = q.QUOTE_FIELDS.get(name)
+        where = f"@{field.offset:<4}" if field else "     "
+        if name == "pck_cert_chain":
+            value = "; ".join(_chain_subjects(value)) or "(no certificates)"
+        elif isinstance(value, int):
+            value = f"{value:#x}"
+        print(f"{name:<{width}}  {where} {value}")
+    return 0
+
+
+def _chain_subjects(pem: str) -> List[str]:
+    from cryptography import x509
+
+    try:
+        return [c.subject.rfc4514_string() for c in x509.load_pem_x509_certificates(pem.encode())]
+    except ValueError:
+        return ["(not a PEM certificate chain)"]
+
+
+def cmd_quote_verify(args) -> int:
+    from tdxfs import verify
+
+    quote = _read_file(args.file, "quote")
+    if not args.collateral:
+        raise TdxfsError("--collateral FILE is needed (tdxfs pki export DIR writes DIR/collateral.json)")
+    collateral_json = _read_file(args.collateral, "collateral").decode("utf-8", "replace")
+    root = verify.root_der(_read_file(args.root, "root certificate")) if args.root else None
+    try:
+        verdict = verify.verify(quote, collateral_json, root, verify.parse_time(args.now))
+    except verify.Rejected as exc:
+        print(f"REJECTED: {exc}")
+        return 1
+    if args.json:
+        json.dump(verdict.raw, sys.stdout, indent=2)
+        print()
+        return 0
+    trusted = args.root or "Intel SGX Root CA (built into dcap-qvl)"
+    print(f"verified by dcap-qvl, trusting {trusted}")
+    print(f"tcb_status  {verdict.status}")
+    if verdict.advisory_ids:
+        print(f"advisories  {', '.join(verdict.advisory_ids)}")
+    if verdict.status != "UpToDate":
+        print(f"note        accepted with TCB status {verdict.status}: whether that is good enough is "
+              "the relying party's policy")
+    for name, value in verdict.td.items():
+        print(f"{name:<16}{value}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from tdxfs.bench.run import Settings, run
 
@@ -123,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", dest="debug", action="store_true", help="FUSE debug output (implies -f)")
     p.add_argument("-o", action="append", metavar="OPTS", help="FUSE options: allow_other, uid=, gid=, umask=, ro")
     p.add_argument("--log", metavar="FILE", help="log file (daemon default /var/log/tdxfs.log; -f: stderr)")
+    p.add_argument("--threads", action="store_true",
+                   help="serve with libfuse's thread pool (default: single-threaded, faster per request)")
     p.set_defaults(func=cmd_mount)
 
     p = sub.add_parser("umount", help="unmount (also a dead mount left by a killed daemon)")
@@ -143,6 +294,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="save the raw 1024 bytes instead of printing fields")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report_get)
+
+    quote = sub.add_parser("quote", help="TDX quotes").add_subparsers(dest="quote_command", required=True)
+    p = quote.add_parser("get", help="get a quote through a configfs-tsm report instance")
+    nonce = p.add_mutually_exclusive_group()
+    nonce.add_argument("--reportdata", metavar="HEX", help="128 hex chars")
+    nonce.add_argument("--nonce", action="store_true", help="a random 64-byte nonce, printed on stderr (the default)")
+    p.add_argument("--mount", metavar="DIR", help="a tdxfs mount (default: /sys/kernel/config/tsm/report)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the quote here (default: stdout, not a terminal)")
+    p.set_defaults(func=cmd_quote_get)
+    p = quote.add_parser("decode", help="print every field of a v4 TD quote by name")
+    p.add_argument("file", nargs="?", default="-", help="a quote file, or - for stdin")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quote_decode)
+    p = quote.add_parser("verify", help="verify a quote with dcap-qvl (exit 0 when accepted, whatever its TCB status)")
+    p.add_argument("file", nargs="?", default="-", help="a quote file, or - for stdin")
+    p.add_argument("--collateral", metavar="FILE", help="collateral bundle JSON (tdxfs pki export writes one)")
+    p.add_argument("--root", metavar="FILE", help="root CA certificate to trust, PEM or DER "
+                   "(default: Intel's real root, which no tdxfs quote chains to)")
+    p.add_argument("--now", metavar="TIME", help="verify as of TIME: epoch seconds or ISO 8601 (default: now)")
+    p.add_argument("--json", action="store_true", help="print dcap-qvl's verified report as JSON")
+    p.set_defaults(func=cmd_quote_verify)
+
+    pki = sub.add_parser("pki", help="the simulated platform PKI").add_subparsers(dest="pki_command", required=True)
+    p = pki.add_parser("export", help="write the SIMULATED root certificate and collateral for relying parties")
+    p.add_argument("dir", help="output directory")
+    p.add_argument("--state", metavar="DIR", help="the state directory of the mount whose quotes will be verified "
+                   "(default: a fresh in-memory platform, with a sample quote.bin)")
+    p.add_argument("--profile", metavar="FILE", help="TD profile of the in-memory platform's sample quote")
+    p.add_argument("--revoke-pck", action="store_true", help="issue a PCK CRL that revokes this platform's PCK")
+    p.set_defaults(func=cmd_pki_export)
 
     p = sub.add_parser("bench", help="measure the ioctl and the file designs side by side")
     p.add_argument("--quick", action="store_true", help="a smoke run (under 30 s on 2 cores)")

@@ -69,3 +69,42 @@ class ConfigError(TdxfsError):
     """A profile, option or state directory refused at start-up (never at request time)."""
 
     errno = errno.EINVAL
+
+
+# -- configfs (tsm/report) answers --------------------------------------------------------
+
+
+class AlreadyExists(TdxfsError):
+    """mkdir of a report instance name that is already taken."""
+
+    errno = errno.EEXIST
+
+
+class NoSpace(TdxfsError):
+    """mkdir past the cap on report instances (leaked instances are tolerated up to it)."""
+
+    errno = errno.ENOSPC
+
+
+class NameTooLong(TdxfsError):
+    """A name longer than NAME_MAX (255 bytes), as configfs's lookup answers."""
+
+    errno = errno.ENAMETOOLONG
+
+
+class FileTooBig(TdxfsError):
+    """A binary attribute past its maximum: inblob beyond 64 bytes, an outblob beyond 32 KiB."""
+
+    errno = errno.EFBIG
+
+
+class TextBusy(TdxfsError):
+    """Reading and writing one binary-attribute fd: configfs refuses to switch modes."""
+
+    errno = errno.ETXTBSY
+
+
+class Busy(TdxfsError):
+    """The write generation would wrap onto the read generation without an interim read."""
+
+    errno = errno.EBUSY

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from tdxfs.bench.methods import METHODS, REPORTDATA_AT
+from tdxfs.bench.methods import METHODS
 
 Progress = Callable[[str, float], None]
 
@@ -44,13 +44,14 @@ def latency_rounds(mount: str, names: Sequence[str], rounds: int, batch: int,
             order = list(names[r % len(names):]) + list(names[: r % len(names)])
             for name in order:
                 run, check = ops[name].run, METHODS[name].checks_nonce
+                at = METHODS[name].reportdata_at
                 out = samples[name]
                 for i in range(batch):
                     nonce = nonces[i & 1023]
                     t0 = clock()
                     report = run(nonce)
                     out.append(clock() - t0)
-                    if check and report[REPORTDATA_AT] != nonce:
+                    if check and report[at] != nonce:
                         wrong[name] += 1
             progress(f"latency round {r + 1}/{rounds}", (r + 1) / rounds)
     finally:
@@ -122,7 +123,7 @@ def syscalls(mount: str, name: str, count: int) -> Optional[float]:
 
 def _client(name: str, mount: str, start_at: float, seconds: float, results) -> None:
     op = METHODS[name].open(mount)
-    check = METHODS[name].checks_nonce
+    check, at = METHODS[name].checks_nonce, METHODS[name].reportdata_at
     nonces = _nonces(1024, os.getpid())
     done = wrong = 0
     while time.time() < start_at:
@@ -132,7 +133,7 @@ def _client(name: str, mount: str, start_at: float, seconds: float, results) -> 
         for i in range(32):
             nonce = nonces[(done + i) & 1023]
             report = op.run(nonce)
-            if check and report[REPORTDATA_AT] != nonce:
+            if check and report[at] != nonce:
                 wrong += 1
         done += 32
     op.close()

@@ -10,13 +10,14 @@ counts it with ``strace -c`` where strace is installed.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 from tdxfs.client import files
 from tdxfs.client.ioctl import TdxGuest
 
-REPORTDATA_AT = slice(128, 192)
+REPORTDATA_AT = slice(128, 192)  # in a TDREPORT
+QUOTE_REPORTDATA_AT = slice(568, 632)  # in a v4 quote: header 48 + TD body offset 520
 EXTEND_DATA = bytes(range(48))
 
 
@@ -35,6 +36,7 @@ class Method:
     syscalls: int
     needs_mount: bool = True
     checks_nonce: bool = True
+    reportdata_at: slice = field(default_factory=lambda: REPORTDATA_AT)  # slices are unhashable before 3.12
 
 
 def _fd(mount: str, name: str, flags: int) -> int:
@@ -109,6 +111,32 @@ def _transaction(mount: str) -> Op:
     return Op(run, lambda: os.close(fd))
 
 
+# -- quote methods (configfs-tsm) ---------------------------------------------------------
+
+
+def _configfs_kept(mount: str) -> Op:
+    from tdxfs.client import configfs
+
+    instance = os.path.join(mount, "tsm", "report", f"bench-{os.getpid()}")
+    os.mkdir(instance)
+    return Op(lambda nonce: configfs.quote_from_instance(instance, nonce), lambda: os.rmdir(instance))
+
+
+def _configfs_mkdir(mount: str) -> Op:
+    from tdxfs.client import configfs
+
+    report_dir = os.path.join(mount, "tsm", "report")
+    return Op(lambda nonce: configfs.get_quote(report_dir, nonce))
+
+
+def _quote_model(mount: str) -> Op:
+    from tdxfs.model.profile import default_profile
+    from tdxfs.model.machine import build_td
+
+    td, close = build_td(default_profile())
+    return Op(td.quote, close)
+
+
 # -- extend methods -----------------------------------------------------------------------
 
 
@@ -151,6 +179,13 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("shell", "shell pattern: open/write/close + open/read/close", "report", _shell, 6),
     Method("kept-pair", "reportdata pwrite + tdreport pread, kept fds", "report", _kept_pair, 2),
     Method("transaction", "one-fd transaction on tdreport (O_RDWR)", "report", _transaction, 2),
+    # quote-model: OpenSSL's RNG takes one getrandom() per ECDSA signature.
+    Method("quote-model", "in-process quote: TDREPORT + QE signature", "quote", _quote_model, 1,
+           needs_mount=False, reportdata_at=QUOTE_REPORTDATA_AT),
+    Method("configfs", "configfs kept instance: inblob write/close, outblob read, generation x2", "quote",
+           _configfs_kept, 16, reportdata_at=QUOTE_REPORTDATA_AT),
+    Method("configfs-mkdir", "configfs: mkdir, provider, inblob, outblob, generation x2, rmdir", "quote",
+           _configfs_mkdir, 24, reportdata_at=QUOTE_REPORTDATA_AT),  # 22 + getpid + getrandom (the name)
     Method("extend-model", "in-process model extend", "extend", _extend_model, 0, needs_mount=False,
            checks_nonce=False),
     Method("extend-raw", "rtmr3: open/write 48 raw bytes/close", "extend", _extend_file(EXTEND_DATA), 3,

@@ -171,10 +171,12 @@ def targets(result: Dict[str, object]) -> List[Dict[str, object]]:
         ("one-fd transaction <= 2.2x ioctl", ratio("transaction", BASELINE), 2.2, "le"),
         ("shell pattern <= 3.5x ioctl", ratio("shell", BASELINE), 3.5, "le"),
         ("shell pattern FUSE requests/op == 6 (the kernel's minimum)",
-         round((m.get("shell", {}).get("fuse_requests_per_op") or {}).get("total", 0), 2), 6, "eq"),
+         round(m["shell"]["fuse_requests_per_op"]["total"], 2) if "shell" in m else None, 6, "eq"),
         ("ioctl: 4 clients >= 1.5x one client (aggregate ops/s)",
          agg(BASELINE, 4) / agg(BASELINE, 1) if agg(BASELINE, 4) and agg(BASELINE, 1) else None, 1.5, "ge"),
         ("in-process model report <= 10 us", med("model"), 10.0, "le"),
+        ("in-process quote <= 2 ms median", med("quote-model") and med("quote-model") / 1e3, 2.0, "le"),
+        ("configfs flow (kept instance) <= 3 ms median", med("configfs") and med("configfs") / 1e3, 3.0, "le"),
         ("wrong-nonce reports, ioctl and transaction, any clients",
          sum(p["wrong_nonce"] for n in (BASELINE, "transaction") for p in sc.get(n, [])), 0, "eq"),
     ]

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from tdxfs import linuxabi
-from tdxfs.errors import AccessDenied, InvalidInput, IsADirectory, NoSuchEntry, NotATty, NotPermitted
+from tdxfs.errors import AccessDenied, InvalidInput, IsADirectory, NoSuchEntry, NotATty, NotPermitted, TdxfsError
 from tdxfs.files import device
 from tdxfs.files.stats import RequestCounter
 from tdxfs.model import abi
@@ -53,6 +53,10 @@ def hex_line(value: bytes) -> bytes:
 class SnapshotHandle:
     """One open file: renders a snapshot for reads, applies whole values on writes."""
 
+    # Whether close() must act before it returns (configfs commits an inblob at close):
+    # such a file is flushed synchronously; every other file closes without a round trip.
+    commits_on_close = False
+
     def __init__(self, node: "File"):
         self.node = node
         self._snapshot: Optional[bytes] = None
@@ -76,6 +80,9 @@ class SnapshotHandle:
         return len(data)
 
     def release(self) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def ioctl(self, cmd: int, request: bytes) -> bytes:
@@ -243,6 +250,9 @@ class Directory(Node):
     def remove_dir(self, name: str) -> None:
         raise NotPermitted("entries cannot be removed here")
 
+    def refuse(self, what: str) -> None:
+        raise NotPermitted(f"{what} is not supported: the set of files is fixed")
+
 
 # -- the root table ---------------------------------------------------------------------
 
@@ -279,18 +289,30 @@ class Tree:
 
     @classmethod
     def for_td(cls, td: TrustDomain, server: Optional[Dict[str, str]] = None) -> "Tree":
+        from tdxfs.files import configfs  # it builds on this module's nodes
+
         requests = RequestCounter(server)
         rows = (*root_rows(td), StatsFile(".stats", 4096, read=requests.render))
-        return cls(Directory({row.name: row for row in rows}), requests)
+        entries: Dict[str, Node] = {row.name: row for row in rows}
+        entries["tsm"] = configfs.tsm_tree(td.quote)
+        return cls(Directory(entries), requests)
 
-    def kind(self, path: str) -> str:
-        """What /.stats counts a request for ``path`` under ("missing" if nothing is there)."""
+    def kind(self, path: Optional[str]) -> str:
+        """What /.stats counts a request for ``path`` under: the node's kind, else what its
+        directory calls an absent name ("missing" unless it says otherwise)."""
         try:
             return self.lookup(path).kind
-        except NoSuchEntry:
+        except TdxfsError:
+            pass
+        try:
+            parent, _ = self._parent(path)
+        except TdxfsError:
             return "missing"
+        return getattr(parent, "absent_kind", "missing")
 
-    def lookup(self, path: str) -> Node:
+    def lookup(self, path: Optional[str]) -> Node:
+        if path is None:  # libfuse's answer for an open file whose directory was removed
+            raise NoSuchEntry("the file's directory was removed")
         node: Node = self.root
         for part in filter(None, path.split("/")):
             if not isinstance(node, Directory):
@@ -298,7 +320,9 @@ class Tree:
             node = node.child(part)
         return node
 
-    def _parent(self, path: str) -> Tuple[Directory, str]:
+    def _parent(self, path: Optional[str]) -> Tuple[Directory, str]:
+        if path is None:
+            raise NoSuchEntry("the file's directory was removed")
         head, _, name = path.rstrip("/").rpartition("/")
         parent = self.lookup(head)
         if not isinstance(parent, Directory):
@@ -328,14 +352,17 @@ class Tree:
 
     def mkdir(self, path: str) -> None:
         parent, name = self._parent(path)
-        if name in parent.entries:
-            raise NotPermitted(f"{path} exists and entries cannot be created here")
         parent.make_dir(name)
 
     def rmdir(self, path: str) -> None:
         parent, name = self._parent(path)
         parent.remove_dir(name)
 
-    def refuse(self, what: str) -> None:
-        """Creating, removing, renaming, linking, chmod: not part of this interface."""
-        raise NotPermitted(f"{what} is not supported: the set of files is fixed")
+    def refuse(self, what: str, path: Optional[str] = None) -> None:
+        """Creating, removing, renaming, linking, chmod: not part of this interface. The
+        directory ``path`` is in answers (configfs answers a create with EACCES)."""
+        try:
+            parent, _ = self._parent(path)
+        except TdxfsError:
+            parent = self.root
+        parent.refuse(what)

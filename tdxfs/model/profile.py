@@ -3,7 +3,12 @@
 A profile is a flat mapping of named byte strings. The embedded default needs no
 configuration; ``--profile FILE`` (TOML) overrides any field. Every field is given as hex
 of its exact length in report byte order; the 8-byte fields (attributes, xfam, valid)
-also accept a TOML integer, meaning the little-endian u64 value.
+and ``pcesvn`` also accept a TOML integer, meaning the little-endian value.
+
+``pcesvn`` is not in the TDREPORT: it is the platform's PCE SVN, which the simulated PCK
+certificate and the quote header carry. Together with ``cpusvn`` and
+``tee_tcb_info.tee_tcb_svn`` it selects the TCB status a verifier reports for a quote
+(the table is in ``tdxfs/model/collateral.py``).
 
 The default MRTD and RTMR0-2 come from a synthetic boot (``BOOT_EVENTS``): each event's
 SHA-384 digest is extended, in order, into a register that starts at zero, exactly as
@@ -75,8 +80,14 @@ FIELD_SIZES: Dict[str, int] = {
     "rtmr1": 48,
     "rtmr2": 48,
     "rtmr3": 48,
+    "pcesvn": 2,  # little-endian u16, as in the quote header
 }
-INTEGER_FIELDS = {"attributes", "xfam", "tee_tcb_info.valid", "tee_tcb_info.attributes"}
+INTEGER_FIELDS = {"attributes", "xfam", "tee_tcb_info.valid", "tee_tcb_info.attributes", "pcesvn"}
+
+# Fields added after state directories were first written: they enter the digest only when
+# they differ from their default, so a state directory made before they existed still opens.
+DEFAULT_PCESVN = 13  # the PCE SVN of current Intel platforms; the default TCB level wants it
+_LATER_FIELD_DEFAULTS = {"pcesvn": DEFAULT_PCESVN.to_bytes(2, "little")}
 
 
 def _default_fields() -> Dict[str, bytes]:
@@ -100,6 +111,7 @@ def _default_fields() -> Dict[str, bytes]:
         "rtmr1": boot["rtmr1"],
         "rtmr2": boot["rtmr2"],
         "rtmr3": boot["rtmr3"],
+        "pcesvn": _LATER_FIELD_DEFAULTS["pcesvn"],
     }
 
 
@@ -113,15 +125,22 @@ class TdProfile:
     def boot_rtmrs(self) -> Tuple[bytes, ...]:
         return tuple(self.fields[f"rtmr{i}"] for i in range(RTMR_COUNT))
 
+    @property
+    def pcesvn(self) -> int:
+        return int.from_bytes(self.fields["pcesvn"], "little")
+
     def digest(self) -> str:
         """Identifies the TD a state directory belongs to."""
         h = hashlib.sha256()
         for name in FIELD_SIZES:
+            if _LATER_FIELD_DEFAULTS.get(name) == self.fields[name]:
+                continue
             h.update(name.encode() + b"=" + self.fields[name] + b";")
         return h.hexdigest()
 
     def as_toml(self) -> str:
-        top = [f'{n} = "{v.hex()}"' for n, v in self.fields.items() if "." not in n]
+        top = [f'{n} = "{v.hex()}"' for n, v in self.fields.items() if "." not in n and n != "pcesvn"]
+        top.append(f"pcesvn = {self.pcesvn}")  # an SVN reads better as a number
         tcb = [f'{n.split(".", 1)[1]} = "{v.hex()}"' for n, v in self.fields.items() if "." in n]
         return "\n".join(top + ["", "[tee_tcb_info]"] + tcb) + "\n"
 
@@ -137,9 +156,9 @@ def _parse_value(name: str, value) -> bytes:
     if isinstance(value, int):
         if name not in INTEGER_FIELDS:
             raise ConfigError(f"profile field '{name}': expected hex of {size} bytes, got an integer")
-        if not 0 <= value < 1 << 64:
-            raise ConfigError(f"profile field '{name}': integer out of u64 range")
-        return _u64(value)
+        if not 0 <= value < 1 << (8 * size):
+            raise ConfigError(f"profile field '{name}': integer out of range for {size} bytes")
+        return value.to_bytes(size, "little")
     if not isinstance(value, str):
         raise ConfigError(f"profile field '{name}': expected a hex string")
     text = value.strip().lower().removeprefix("0x")

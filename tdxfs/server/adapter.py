@@ -5,13 +5,16 @@ arrives as a ``TdxfsError`` that already carries its errno; ``_served`` logs one
 (operation, path, errno, reason) and hands the errno to FUSE. Anything else escaping is
 a bug: the binding returns EINVAL and logs a traceback.
 
-No ``flush`` callback on purpose: the kernel stops sending FLUSH after the first ENOSYS,
-which saves one round trip per close.
+FLUSH only where close() must act: every open sets FOPEN_NOFLUSH except for files whose
+handle commits on close (configfs inblob), so other files close without a round trip.
+Where the binding cannot set FOPEN_NOFLUSH (libfuse2), there is no flush callback at all
+and such commits happen at the (asynchronous) RELEASE instead.
 """
 
 import ctypes
 import errno
 import functools
+import itertools
 import logging
 import os
 import time
@@ -20,7 +23,7 @@ from typing import Callable, Dict, Optional
 from tdxfs import linuxabi
 from tdxfs.errors import NotATty, TdxfsError
 from tdxfs.files.table import SnapshotHandle, Tree
-from tdxfs.server.binding import FuseOSError
+from tdxfs.server.binding import HAS_NOFLUSH, FuseOSError
 
 log = logging.getLogger("tdxfs")
 
@@ -52,13 +55,13 @@ class TdxfsOperations:
         self._tree = tree
         self._on_ready = on_ready
         self._handles: Dict[int, SnapshotHandle] = {}
-        self._next_fh = 1
+        self._fhs = itertools.count(1)  # next() is atomic under the GIL: safe with --threads
         self._times = time.time_ns()
         self._owner = (os.getuid(), os.getgid())
         self.is_ready = False
 
-    def _handle(self, fh: int) -> SnapshotHandle:
-        return self._handles[fh]
+    def _handle(self, fi) -> SnapshotHandle:
+        return self._handles[fi.fh]  # raw_fi: callbacks get fuse_file_info, our handle is fi.fh
 
     @_served("init")
     def init(self, path):
@@ -78,27 +81,30 @@ class TdxfsOperations:
         return [".", "..", *self._tree.listdir(path)]
 
     @_served("open")
-    def open(self, path, flags):
-        handle = self._tree.open(path, flags)
-        fh, self._next_fh = self._next_fh, self._next_fh + 1
+    def open(self, path, fi):
+        handle = self._tree.open(path, fi.flags)
+        fh = next(self._fhs)
         self._handles[fh] = handle
-        return fh
+        fi.fh = fh
+        if HAS_NOFLUSH and not handle.commits_on_close:
+            fi.noflush = 1
+        return 0
 
     @_served("read")
-    def read(self, path, size, offset, fh):
-        return self._handle(fh).read(size, offset)
+    def read(self, path, size, offset, fi):
+        return self._handle(fi).read(size, offset)
 
     @_served("write")
-    def write(self, path, data, offset, fh):
-        return self._handle(fh).write(data, offset)
+    def write(self, path, data, offset, fi):
+        return self._handle(fi).write(data, offset)
 
     @_served("truncate")
     def truncate(self, path, length, fh=None):
         self._tree.truncate(path, length)
 
     @_served("release")
-    def release(self, path, fh):
-        self._handles.pop(fh).release()
+    def release(self, path, fi):
+        self._handles.pop(fi.fh).release()
 
     @_served("mkdir")
     def mkdir(self, path, mode):
@@ -110,7 +116,7 @@ class TdxfsOperations:
 
     @_served("create")
     def create(self, path, mode, fi=None):
-        self._tree.refuse("create")
+        self._tree.refuse("create", path)
 
     @_served("mknod")
     def mknod(self, path, mode, dev):
@@ -141,13 +147,13 @@ class TdxfsOperations:
         self._tree.refuse("chown")
 
     @_served("ioctl")
-    def ioctl(self, path, cmd, arg, fh, flags, data):
+    def ioctl(self, path, cmd, arg, fi, flags, data):
         # ``data`` is libfuse's copy of the caller's buffer (_IOC_SIZE bytes); ``arg`` is
         # the caller's own address and is never touched.
         cmd &= 0xFFFFFFFF  # libfuse2 passes a signed int
         size = linuxabi.ioc_size(cmd)
         request = ctypes.string_at(data, size) if size and data and linuxabi.ioc_writes(cmd) else bytes(size)
-        handle = self._handles.get(fh)
+        handle = self._handles.get(fi.fh)
         if handle is None:  # a directory: libfuse answers OPENDIR itself, so no handle of ours
             raise NotATty(f"{path} is a directory: no ioctl", probe=cmd == linuxabi.TCGETS)
         reply = handle.ioctl(cmd, request)
@@ -158,3 +164,15 @@ class TdxfsOperations:
     @_served("statfs")
     def statfs(self, path):
         return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+
+class FlushingOperations(TdxfsOperations):
+    """With FOPEN_NOFLUSH available: FLUSH reaches only the files that asked for it."""
+
+    @_served("flush")
+    def flush(self, path, fi):
+        self._handle(fi).flush()
+
+
+def operations(tree: Tree, on_ready: Optional[Callable[[], None]] = None) -> TdxfsOperations:
+    return (FlushingOperations if HAS_NOFLUSH else TdxfsOperations)(tree, on_ready)

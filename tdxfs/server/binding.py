@@ -29,6 +29,9 @@ NAME = _fuse.__name__.replace("fuse", "fusepy") if _fuse.__name__ == "fuse" else
 FUSE = _fuse.FUSE
 FuseOSError = _fuse.FuseOSError
 CALLBACKS = frozenset(n for n in dir(_fuse.Operations) if not n.startswith("_"))
+# FOPEN_NOFLUSH (libfuse >= 3.11): a file opened with it gets no FLUSH on close(), so a
+# flush handler costs a round trip only where it is asked for.
+HAS_NOFLUSH = "noflush" in {f[0] for f in _fuse.fuse_file_info._fields_}
 
 
 def libfuse_version() -> str:
@@ -70,7 +73,8 @@ def serve(operations, mountpoint: str, *, mounted, **options) -> None:
     check_callbacks(operations)
     ops = _Dispatching(operations) if NAME == "fusepy" else operations
     try:
-        FUSE(ops, mountpoint, **options)
+        # raw_fi: open() sets per-file flags (noflush) in fuse_file_info itself.
+        FUSE(ops, mountpoint, raw_fi=True, **options)
     except RuntimeError as exc:
         # mfusepy on libfuse3 raises after a signal ends the loop: that is a clean stop.
         if not mounted():

@@ -20,9 +20,9 @@ from typing import Dict, List, Optional
 
 from tdxfs.errors import ConfigError
 from tdxfs.files.table import Tree
+from tdxfs.model import machine
 from tdxfs.model.profile import default_profile, load_profile
-from tdxfs.model.state import StateDir
-from tdxfs.model.td import Platform, TrustDomain
+from tdxfs.model.td import TrustDomain
 
 DEFAULT_LOG = "/var/log/tdxfs.log"
 READY_TIMEOUT = 30.0
@@ -43,6 +43,7 @@ class MountConfig:
     foreground: bool = False
     debug: bool = False
     log: Optional[str] = None
+    threads: bool = False
     options: Dict[str, object] = field(default_factory=dict)
 
 
@@ -94,18 +95,9 @@ def check_mountpoint(path: str) -> str:
 
 
 def build_td(cfg: MountConfig):
-    """The TD to serve, and the StateDir that holds it (None when in memory)."""
+    """The TD to serve (with its platform, PKI and quoting enclave) and its closer."""
     profile = load_profile(cfg.profile) if cfg.profile else default_profile()
-    if cfg.state is None:
-        if cfg.reset:
-            raise ConfigError("--reset needs --state DIR (without it every mount starts fresh)")
-        return TrustDomain(Platform(), profile), None
-    state = StateDir(cfg.state, reset=cfg.reset)
-    try:
-        return state.open_td(profile), state
-    except BaseException:
-        state.close()
-        raise
+    return machine.build_td(profile, cfg.state, cfg.reset)
 
 
 def setup_logging(mountpoint: str, stream=None, path: Optional[str] = None, debug: bool = False) -> None:
@@ -119,18 +111,22 @@ def setup_logging(mountpoint: str, stream=None, path: Optional[str] = None, debu
 
 def _serve(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) -> None:
     # Imported here: the model and the CLI's other commands need no FUSE binding.
-    from tdxfs.server.adapter import TdxfsOperations
+    from tdxfs.server.adapter import operations
     from tdxfs.server.binding import NAME, libfuse_version, serve
 
     server = {"binding": NAME, "libfuse": libfuse_version(), "pid": str(os.getpid())}
-    ops = TdxfsOperations(Tree.for_td(td, server), on_ready=on_ready)
+    ops = operations(Tree.for_td(td, server), on_ready=on_ready)
     log = logging.getLogger("tdxfs")
     log.info("serving on %s via %s, libfuse %s", mountpoint, NAME, libfuse_version())
     # libfuse2 opens the mountpoint to check it is empty, which would trigger (and wait for)
     # the autofs mount we are replacing; libfuse3 no longer checks.
     over_autofs = {"nonempty": True} if libfuse_version().startswith("2") and \
         mounted_fstype(mountpoint) == "autofs" else {}
-    serve(ops, mountpoint, mounted=lambda: ops.is_ready, foreground=True, nothreads=True,
+    # Single-threaded by default: the GIL serialises handlers anyway and libfuse's thread
+    # pool costs ~2x per request. --threads lets a slow request (a quote) overlap others.
+    # (libfuse 3.14 warns about its own default max_idle_threads (-1) unless one is given.)
+    threading = {"max_idle_threads": 10} if cfg.threads and libfuse_version().startswith("3") else {}
+    serve(ops, mountpoint, mounted=lambda: ops.is_ready, foreground=True, nothreads=not cfg.threads, **threading,
           debug=cfg.debug, **FIXED_OPTIONS, **cfg.options, **over_autofs)
     log.info("unmounted %s", mountpoint)
 
@@ -138,14 +134,13 @@ def _serve(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) ->
 def mount(cfg: MountConfig) -> int:
     """``tdxfs mount``. Returns the exit code; raises ConfigError for refusals at start."""
     mountpoint = check_mountpoint(cfg.mountpoint)
-    td, state = build_td(cfg)
+    td, close = build_td(cfg)
     if cfg.foreground or cfg.debug:
         setup_logging(mountpoint, debug=cfg.debug, path=cfg.log)
         try:
             _serve(cfg, mountpoint, td)
         finally:
-            if state:
-                state.close()
+            close()
         return 0
     return _daemonize(cfg, mountpoint, td)
 

@@ -30,7 +30,8 @@ BENCH_TIMEOUT = 120
 # the issue's methods; later issues may add rows
 REPORT_METHODS = ["model", "floor", "ioctl-floor", "ioctl", "ioctl-open", "shell", "kept-pair", "transaction"]
 EXTEND_METHODS = ["extend-model", "extend-raw", "extend-hex", "extend-ioctl"]
-IN_PROCESS = {"model", "extend-model"}
+QUOTE_METHODS = ["quote-model", "configfs", "configfs-mkdir"]  # issue 4's rows
+IN_PROCESS = {"model", "extend-model", "quote-model"}
 
 # FUSE requests per operation, by request, written out from each method's syscalls:
 # a kept fd costs nothing to keep; open/close cost OPEN and RELEASE (no FLUSH: libfuse
@@ -46,7 +47,12 @@ FUSE_REQUESTS = {
     "extend-raw": {"open": 1, "write": 1, "release": 1},
     "extend-hex": {"open": 1, "write": 1, "release": 1},
     "extend-ioctl": {"ioctl": 1},
+    # generation (open, read, read to EOF, release), inblob (open, write, flush: the
+    # commit, release), outblob (4 as generation), generation again
+    "configfs": {"open": 4, "read": 6, "write": 1, "flush": 1, "release": 4},
 }
+if os.environ.get("TDXFS_FUSE_BINDING") == "fusepy":  # libfuse2: no FOPEN_NOFLUSH, no flush handler
+    del FUSE_REQUESTS["configfs"]["flush"]
 # A path walk that crosses the end of the kernel's 1 s lookup/attribute cache sends one
 # more LOOKUP/GETATTR (counted as getattr): a few per 200 operations at most.
 GETATTR_SLACK = 0.05
@@ -96,13 +102,13 @@ def test_quick_writes_three_files(quick):
     assert root.tag in ("svg", "{http://www.w3.org/2000/svg}svg"), root.tag
     # the summary table went to stdout, phases to stderr (not a terminal here)
     assert "targets:" in quick["stdout"] and "bench.json" in quick["stdout"]
-    for name in REPORT_METHODS + EXTEND_METHODS:
+    for name in REPORT_METHODS + EXTEND_METHODS + QUOTE_METHODS:
         assert any(line.split()[:1] == [name] for line in quick["stdout"].splitlines()), name
 
 
 def test_every_method_with_every_figure(quick):
     methods = quick["json"]["methods"]
-    assert set(REPORT_METHODS + EXTEND_METHODS) <= set(methods)
+    assert set(REPORT_METHODS + EXTEND_METHODS + QUOTE_METHODS) <= set(methods)
     assert set(methods) == set(METHODS), "every method the harness knows is measured"
     for name, r in methods.items():
         missing = METHOD_KEYS - set(r)
@@ -110,7 +116,7 @@ def test_every_method_with_every_figure(quick):
         for key in ("median_us", "p99_us", "ops_per_s", "ratio_to_ioctl"):
             assert number(r[key]) and r[key] > 0, (name, key, r[key])
         assert r["p99_us"] >= r["median_us"], name
-        assert r["group"] == ("extend" if name.startswith("extend") else "report")
+        assert r["group"] == ("extend" if name in EXTEND_METHODS else "quote" if name in QUOTE_METHODS else "report")
         if name in IN_PROCESS:
             # no mount involved: no FUSE request, no syscall counted (reported as absent or 0)
             assert r["fuse_requests_per_op"] in (None, 0) or r["fuse_requests_per_op"].get("total") == 0, name

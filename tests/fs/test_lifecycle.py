@@ -378,7 +378,7 @@ def _make_state(tmp_path):
     with Mounted(tmp_path / "seed", "--state", str(st)) as m:
         put(m.path("rtmr3"), EXT)
         put(m.path("reportdata"), RD)
-    assert sorted(state_files(st)) == ["platform-secret", "td-state.json"]
+    assert sorted(state_files(st)) == ["platform-pki.json", "platform-secret", "td-state.json"]
     return st
 
 
@@ -396,6 +396,8 @@ CORRUPTIONS = {
     "td-state-checksum": ("td-state.json", _flip_rtmr_digit),
     "secret-short": ("platform-secret", lambda raw: raw[:31]),
     "secret-missing": ("platform-secret", None),
+    "pki-garbage": ("platform-pki.json", lambda raw: b"\x00garbage{"),
+    "pki-truncated": ("platform-pki.json", lambda raw: raw[: len(raw) // 2]),
 }
 
 
@@ -422,7 +424,7 @@ def test_corrupt_state_refuses_the_mount(cli, tmp_path, case, mode):
     assert slurp(mp / "rtmr3") == b"0" * 96 + b"\n"
     assert slurp(mp / "reportdata") == b"0" * 128 + b"\n"
     ok(tdxfs_cmd("umount", str(mp)))
-    assert sorted(state_files(st)) == ["platform-secret", "td-state.json"]
+    assert sorted(state_files(st)) == ["platform-pki.json", "platform-secret", "td-state.json"]
     assert len((st / "platform-secret").read_bytes()) == 32
 
 

@@ -399,7 +399,7 @@ step umount-again "umount {q(mnt)}"
     r.ok("remount")
     assert r.ok("rtmr3-again") == rtmr_after(EXTEND), "state=DIR did not persist across remount"
     r.ok("umount-again")
-    assert sorted(os.listdir(state)) == ["lock", "platform-secret", "td-state.json"]
+    assert sorted(os.listdir(state)) == ["lock", "platform-pki.json", "platform-secret", "td-state.json"]
     assert "serving on" in log.read_text()
 
 

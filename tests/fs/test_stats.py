@@ -353,6 +353,9 @@ def test_counters_match_the_kernels_view(mount_factory):
     # + open write read release, and the final .stats snapshot's READ
     assert counted - Counter({"getattr": counted["getattr"]}) == Counter(
         {"open": 8, "write": 4, "read": 5, "release": 8, "ioctl": 4})
-    # the first close of the mount's life met FLUSH, which libfuse refused for us; not counted
-    assert kernel["FLUSH"] == 1
+    # No FLUSH for these files: with libfuse3 they are opened FOPEN_NOFLUSH (only a configfs
+    # inblob asks for FLUSH); with libfuse2 there is no flush handler, so the first close of
+    # the mount's life meets FLUSH, which libfuse refuses (ENOSYS) for us, uncounted.
+    libfuse2 = os.environ.get("TDXFS_FUSE_BINDING") == "fusepy"
+    assert kernel["FLUSH"] == (1 if libfuse2 else 0)
     assert "flush" not in counted

@@ -25,6 +25,7 @@ DISTINCT_FIELDS = {
     "rtmr1": bytes([0xB1]) * 48,
     "rtmr2": bytes([0xC1]) * 48,
     "rtmr3": bytes([0xD1]) * 48,
+    "pcesvn": bytes.fromhex("e1e2"),
 }
 
 

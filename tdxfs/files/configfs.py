@@ -1,0 +1,410 @@
+"""configfs-tsm report instances: ``tsm/report/$name/``, served as Linux serves them.
+
+The kernel's behaviour is imitated from its sources (not its code): ``fs/configfs/dir.c``
+(mkdir/rmdir, lookup), ``fs/configfs/file.c`` (attribute buffers), ``fs/configfs/inode.c``
+(setattr), ``drivers/virt/coco/guest/report.c`` (report state, generation, outblob cache),
+``drivers/virt/coco/tdx-guest/tdx-guest.c`` (the TDX provider) and
+``Documentation/ABI/testing/configfs-tsm-report``.
+
+The tree: ``tsm/`` (the subsystem) holds only ``report/`` (its default group); ``mkdir
+tsm/report/NAME`` makes a report instance holding the four attributes the TDX provider
+shows. ``tsm/rtmrs`` does not exist (that design was never merged; clients that find it
+switch to it).
+
+  attribute   mode  kind    st_size  semantics
+  inblob      0200  binary  0        up to 64 bytes, buffered per fd, committed at close
+  outblob     0444  binary  0        the quote for the committed inblob, made on first read
+  provider    0444  text    4096     ``tdx_guest\\n``
+  generation  0444  text    4096     ``%lu\\n``: commits so far
+
+Directories (mode 0755 each): ``mkdir`` of a taken name is EEXIST; a name over 255 bytes
+is ENAMETOOLONG; ``mkdir`` anywhere but ``tsm/report`` is EPERM (an instance is an item,
+not a group); ``rmdir`` removes an instance with its files and is EPERM for ``tsm`` and
+``tsm/report``; creating a file (``touch``, ``O_CREAT``) is EACCES, ``mknod``/``mkfifo``,
+links, renames and unlinks are EPERM. Instances that are never removed are tolerated up to
+``MAX_INSTANCES`` (4096); the next ``mkdir`` is ENOSPC until one is removed. Listings show
+the newest entry first, as configfs does.
+
+Opening (checked for root too, as configfs does): an fd that may write needs a write mode
+bit and a store method, one that may read needs a read bit and a show method, otherwise
+EACCES. So every O_RDWR open of a TDX attribute is EACCES, and the ETXTBSY rule below is
+never reachable with this table; it is kept because it is what a binary attribute does.
+
+Binary attribute fds (one buffer per open file, guarded by its own lock):
+  - read: refused with ETXTBSY once the fd has written. The first read takes the blob
+    (an error is the read's errno and the next read retries); from then on every read of
+    this fd, at any offset, is served from that snapshot. A blob over the attribute's
+    maximum (32 KiB for outblob) is EFBIG.
+  - write: refused with ETXTBSY once the fd has read. The data lands in the fd's buffer at
+    the write's offset; a gap is zero-filled; a write ending past the maximum (64 for
+    inblob) is EFBIG and leaves the buffer as it was.
+  - close: if the fd ever attempted a write (even one refused with EFBIG), the buffer is
+    committed, whatever its length, zero included; an fd that never wrote (an O_TRUNC open
+    alone) commits nothing. The commit's own errors are logged, and the close succeeds.
+    ``release()`` commits; ``flush()`` is the same commit for a front end that sees every
+    close (a later close commits again only if the shared fd wrote again).
+Text attribute fds: the first read fills the fd's buffer; later reads (a rewind too) are
+served from it, so a kept-open ``generation`` fd shows the value it first read.
+Truncation (``O_TRUNC``, ``truncate``, ``ftruncate``; ``dd`` without ``conv=notrunc``) of any
+attribute succeeds and changes nothing (configfs keeps only the inode size).
+
+A report instance (``report.c``):
+  - a commit increments ``generation`` even for unchanged data, stores the bytes, and does
+    not touch the cached outblob (a generation mismatch makes it stale). When the write
+    count is about to wrap onto the read count without an interim read, the commit is
+    refused (EBUSY) — after 2**64 commits.
+  - outblob: no inblob (never written, or an empty commit) → EINVAL; a cached quote whose
+    read generation matches the write generation is returned; otherwise the quote is made
+    from the inblob: TDX needs exactly 64 bytes (EINVAL otherwise); a provider failure is
+    the read's errno (DeviceError: EIO); on success it is cached with the generation it
+    was made for.
+  - after ``rmdir``, fds still open on the instance's files: a read that needs to fill its
+    buffer is ENOENT, a read of an already filled buffer still works, and a close commits
+    nothing.
+
+Locking: the report group's lock covers only its name table (mkdir, rmdir, lookups). Each
+instance has a state lock, held only to copy or set its fields, and a generation lock held
+while its quote is made, so one instance's quote generation never blocks another's reads,
+commits or mkdir/rmdir. (The kernel holds one global rwsem for writing across
+``report_new``; reviewers objected to exactly that, so this model does not.) A commit may
+land while a quote is being made: the quote is cached for the generation it was made for,
+hence is stale at once, as if the commit had come right after it.
+
+Known differences, all from serving through FUSE: ``lseek`` on a binary attribute succeeds
+here (configfs: ESPIPE; ``pread``/``pwrite`` at offsets work on both, so ``dd seek=N``
+works here but fails on configfs); a zero-length ``write()`` is answered 0 by the FUSE
+kernel module without reaching the server (configfs: EFAULT, and the fd then commits an
+empty inblob at close); ``chmod``/``chown`` are EPERM (configfs stores them); ``truncate``
+does not change ``st_size``. And the commit's timing: configfs commits inside close(), while
+FUSE sends RELEASE after close() has returned, without waiting for it. A single-threaded
+server still handles it before the client's next request, as long as fewer than
+``max_background`` (12 by default) such background requests are in flight; with more
+concurrent clients, or a multithreaded server, a client may read generation or outblob
+before its own commit. FLUSH is the close-synchronous hook (see ``BinaryHandle.flush``).
+"""
+
+import os
+import stat
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional
+
+from tdxfs import linuxabi
+from tdxfs.errors import (AccessDenied, AlreadyExists, Busy, FileTooBig, InvalidInput, NameTooLong, NoSpace,
+                          NoSuchEntry, NotATty, NotPermitted, TextBusy)
+from tdxfs.files.table import Directory, Node, SnapshotHandle
+from tdxfs.model import abi
+
+PROVIDER = b"tdx_guest"
+INBLOB_MAX = 64  # TSM_REPORT_INBLOB_MAX
+OUTBLOB_MAX = 32 * 1024  # TSM_REPORT_OUTBLOB_MAX (SZ_32K)
+TEXT_ST_SIZE = 4096  # configfs gives text attributes PAGE_SIZE, binary ones 0
+NAME_MAX = 255
+MAX_INSTANCES = 4096
+_ULONG = 1 << 64  # the generation counters are unsigned long
+
+QuoteFn = Callable[[bytes], bytes]  # REPORTDATA (64 bytes) -> quote; TrustDomain.quote
+
+
+class ReportInstance:
+    """One report item's state: inblob, the two generations, the cached outblob."""
+
+    def __init__(self, name: str, quote: QuoteFn):
+        self.name = name
+        self._quote = quote
+        self._state = threading.Lock()  # the fields below; never held across quote generation
+        self._generating = threading.Lock()  # one quote generation at a time, for this instance only
+        self._inblob = b""  # empty: nothing to quote (never written, or an empty commit)
+        self._write_generation = 0
+        self._read_generation = 0
+        self._outblob: Optional[bytes] = None
+        self._removed = False
+
+    def _check_live(self) -> None:
+        if self._removed:
+            raise NoSuchEntry(f"report instance {self.name!r} was removed (rmdir)")
+
+    def remove(self) -> None:
+        with self._state:
+            self._removed = True
+
+    # -- attributes' show and store -------------------------------------------------------
+
+    def generation(self) -> bytes:
+        with self._state:
+            self._check_live()
+            return b"%d\n" % self._write_generation
+
+    def provider(self) -> bytes:
+        with self._state:
+            self._check_live()
+        return PROVIDER + b"\n"
+
+    def commit_inblob(self, data: bytes) -> None:
+        """An inblob fd's buffer at close. After rmdir nothing is committed (and nothing said)."""
+        with self._state:
+            if self._removed:
+                return
+            if self._write_generation == (self._read_generation - 1) % _ULONG:
+                raise Busy(f"{self.name}: 2**64 - 1 commits without reading outblob; read it first")
+            self._write_generation = (self._write_generation + 1) % _ULONG
+            self._inblob = bytes(data)
+
+    def outblob(self) -> bytes:
+        cached = self._cached_outblob()
+        if cached is not None:
+            return cached
+        with self._generating:
+            cached = self._cached_outblob()  # made by another reader meanwhile?
+            if cached is not None:
+                return cached
+            with self._state:
+                inblob, generation = self._inblob, self._write_generation
+                self._outblob = None
+            if len(inblob) != abi.REPORTDATA_SIZE:
+                raise InvalidInput(f"{self.name}: the TDX provider needs a {abi.REPORTDATA_SIZE}-byte inblob, "
+                                   f"the committed one is {len(inblob)} bytes")
+            quote = self._quote(inblob)  # the slow part: only this instance's generation lock is held
+            with self._state:
+                self._outblob, self._read_generation = quote, generation
+            return quote
+
+    def _cached_outblob(self) -> Optional[bytes]:
+        with self._state:
+            self._check_live()
+            if not self._inblob:
+                raise InvalidInput(f"{self.name}: no inblob committed (write 64 bytes to inblob and close it)")
+            if self._outblob is not None and self._read_generation == self._write_generation:
+                return self._outblob
+        return None
+
+
+# -- the attribute table -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One configfs attribute: its name, mode, kind and the instance methods behind it."""
+
+    name: str
+    perm: int
+    binary: bool
+    show: Optional[Callable[[ReportInstance], bytes]] = None
+    store: Optional[Callable[[ReportInstance, bytes], None]] = None
+    max_size: int = 0  # binary attributes: the buffer limit (0: none)
+
+
+# In the order configfs lists them (its newest entry first: text attributes are created
+# before binary ones, each in table order).
+TDX_ATTRIBUTES = (
+    Attribute("outblob", 0o444, True, show=ReportInstance.outblob, max_size=OUTBLOB_MAX),
+    Attribute("inblob", 0o200, True, store=ReportInstance.commit_inblob, max_size=INBLOB_MAX),
+    Attribute("provider", 0o444, False, show=ReportInstance.provider),
+    Attribute("generation", 0o444, False, show=ReportInstance.generation),
+)
+
+
+# -- per-open-file buffers ---------------------------------------------------------------------
+
+
+class _AttributeHandle(SnapshotHandle):
+    def __init__(self, node: "AttributeFile"):
+        super().__init__(node)
+        self.attr = node.attr
+        self.instance = node.instance
+        self._lock = threading.Lock()  # an fd can be shared by threads; the kernel locks per buffer
+
+    def ioctl(self, cmd: int, request: bytes) -> bytes:
+        raise NotATty(f"{self.attr.name}: configfs attributes take no ioctl", probe=cmd == linuxabi.TCGETS)
+
+    def flush(self) -> None:
+        pass  # only a binary attribute's writes are committed
+
+
+class TextHandle(_AttributeHandle):
+    """A text attribute fd: filled on its first read, then served from that buffer."""
+
+    def read(self, size: int, offset: int) -> bytes:
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = self.attr.show(self.instance)
+            return self._snapshot[offset : offset + size]
+
+    def write(self, data: bytes, offset: int) -> int:
+        raise AccessDenied(f"{self.attr.name} is read-only")  # not reachable: open refuses writers
+
+
+class BinaryHandle(_AttributeHandle):
+    """A binary attribute fd: one buffer, used either for reading or for writing."""
+
+    def __init__(self, node: "AttributeFile"):
+        super().__init__(node)
+        # An inblob commit must be done when close() returns, as in configfs (where
+        # release runs before close() returns); FUSE's RELEASE is asynchronous, FLUSH is not.
+        self.commits_on_close = node.attr.store is not None
+        self._buffer = bytearray()
+        self._filled = False
+        self.reading = False
+        self.writing = False
+        self._writes = 0  # write attempts so far (refused ones too: configfs marks the fd first)
+        self._committed = 0  # ... of which a commit has covered this many
+
+    def read(self, size: int, offset: int) -> bytes:
+        with self._lock:
+            if self.writing:
+                raise TextBusy(f"{self.attr.name}: this fd has written; reading it too is not supported")
+            self.reading = True
+            if not self._filled:
+                blob = self.attr.show(self.instance)
+                if not blob:
+                    return b""
+                if self.attr.max_size and len(blob) > self.attr.max_size:
+                    raise FileTooBig(f"{self.attr.name}: {len(blob)} bytes, more than {self.attr.max_size}")
+                self._buffer[:] = blob
+                self._filled = True
+            return bytes(self._buffer[offset : offset + size])
+
+    def write(self, data: bytes, offset: int) -> int:
+        with self._lock:
+            if self.reading:
+                raise TextBusy(f"{self.attr.name}: this fd has read; writing it too is not supported")
+            self.writing = True
+            self._writes += 1
+            end = offset + len(data)
+            if end > len(self._buffer):
+                if self.attr.max_size and end > self.attr.max_size:
+                    raise FileTooBig(f"{self.attr.name} takes at most {self.attr.max_size} bytes; "
+                                     f"a write of {len(data)} at offset {offset} ends at {end}")
+                self._buffer.extend(bytes(end - len(self._buffer)))
+            self._buffer[offset:end] = data
+            return len(data)
+
+    def release(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffer if it has writes no commit covered. configfs commits once, at
+        the last close (release); a front end that sees each close (FUSE FLUSH, which the
+        kernel waits for, unlike RELEASE) may call this there too: the first close commits,
+        later ones only if the shared fd wrote again."""
+        with self._lock:
+            if self._writes != self._committed:
+                self._committed = self._writes
+                self.attr.store(self.instance, bytes(self._buffer))
+
+
+# -- nodes -------------------------------------------------------------------------------------------
+
+
+class AttributeFile(Node):
+    """One attribute of one instance."""
+
+    def __init__(self, attr: Attribute, instance: ReportInstance):
+        self.attr = attr
+        self.instance = instance
+        self.name = attr.name
+
+    @property
+    def kind(self) -> str:
+        return self.attr.name
+
+    @property
+    def mode(self) -> int:
+        return stat.S_IFREG | self.attr.perm
+
+    def attrs(self) -> Dict[str, int]:
+        return {"st_mode": self.mode, "st_nlink": 1, "st_size": 0 if self.attr.binary else TEXT_ST_SIZE}
+
+    def open(self, flags: int) -> SnapshotHandle:
+        accmode = flags & os.O_ACCMODE
+        if accmode in (os.O_WRONLY, os.O_RDWR) and not (self.attr.perm & 0o222 and self.attr.store):
+            raise AccessDenied(f"{self.name} cannot be opened for writing (mode {self.attr.perm:04o})")
+        if accmode in (os.O_RDONLY, os.O_RDWR) and not (self.attr.perm & 0o444 and self.attr.show):
+            raise AccessDenied(f"{self.name} cannot be opened for reading (mode {self.attr.perm:04o})")
+        return BinaryHandle(self) if self.attr.binary else TextHandle(self)
+
+    def truncate(self, length: int) -> None:
+        pass  # configfs keeps the new size on the inode only; the attribute is untouched
+
+
+def _check_name(name: str) -> None:
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise NameTooLong(f"a configfs name is at most {NAME_MAX} bytes")
+
+
+class _ConfigfsDirectory(Directory):
+    kind = "tsm-dir"
+    absent_kind = "missing"  # what /.stats counts a request for a name not (yet) here under
+
+    def child(self, name: str) -> Node:
+        _check_name(name)
+        return super().child(name)
+
+    def make_dir(self, name: str) -> None:
+        _check_name(name)
+        raise NotPermitted("configfs: mkdir is only possible in tsm/report")
+
+    def remove_dir(self, name: str) -> None:
+        raise NotPermitted("configfs: only report instances (tsm/report/NAME) can be removed")
+
+    def refuse(self, what: str) -> None:
+        if what == "create":
+            raise AccessDenied("configfs directories have no create: an instance's files come with its mkdir")
+        raise NotPermitted(f"configfs: {what} is not supported (instances are made and removed with mkdir/rmdir)")
+
+
+class InstanceDirectory(_ConfigfsDirectory):
+    def __init__(self, instance: ReportInstance):
+        super().__init__({a.name: AttributeFile(a, instance) for a in TDX_ATTRIBUTES})
+        self.instance = instance
+
+
+class ReportGroup(_ConfigfsDirectory):
+    """``tsm/report``: mkdir makes an instance, rmdir removes one; nothing else lives here."""
+
+    absent_kind = "tsm-dir"  # a lookup of a new name precedes every mkdir
+
+    def __init__(self, quote: QuoteFn, max_instances: int = MAX_INSTANCES):
+        super().__init__({})
+        self._quote = quote
+        self.max_instances = max_instances
+        self._lock = threading.Lock()  # the name table only: never held across a quote
+
+    def child(self, name: str) -> Node:
+        _check_name(name)
+        node = self.entries.get(name)
+        if node is None:
+            raise NoSuchEntry(f"no report instance {name!r}", probe=True)
+        return node
+
+    def names(self) -> Iterator[str]:
+        with self._lock:
+            newest_first: List[str] = list(self.entries)[::-1]
+        return iter(newest_first)
+
+    def attrs(self) -> Dict[str, int]:
+        with self._lock:
+            count = len(self.entries)
+        return {"st_mode": self.mode, "st_nlink": 2 + count, "st_size": 0}
+
+    def make_dir(self, name: str) -> None:
+        _check_name(name)
+        with self._lock:
+            if name in self.entries:
+                raise AlreadyExists(f"report instance {name!r} exists")
+            if len(self.entries) >= self.max_instances:
+                raise NoSpace(f"{self.max_instances} report instances exist: rmdir one (instances are not "
+                              f"removed automatically)")
+            self.entries[name] = InstanceDirectory(ReportInstance(name, self._quote))
+
+    def remove_dir(self, name: str) -> None:
+        with self._lock:
+            directory = self.entries.pop(name, None)
+        if directory is None:
+            raise NoSuchEntry(f"no report instance {name!r}")
+        directory.instance.remove()
+
+
+def tsm_tree(quote: QuoteFn, max_instances: int = MAX_INSTANCES) -> Directory:
+    """``tsm/``, holding ``report/``."""
+    return _ConfigfsDirectory({"report": ReportGroup(quote, max_instances)})

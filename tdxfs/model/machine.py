@@ -1,0 +1,46 @@
+"""The whole simulated machine in one call: platform, PKI, quoting enclave and TD.
+
+Front ends (the daemon, the CLI, the bench) call :func:`build_td` and get a TD whose
+``quote()`` works; they never assemble the parts themselves.
+"""
+
+from typing import Callable, Optional, Tuple
+
+from tdxfs.errors import ConfigError
+from tdxfs.model.pki import PlatformPki
+from tdxfs.model.profile import TdProfile
+from tdxfs.model.qe import QuotingEnclave
+from tdxfs.model.state import StateDir, pck_tcb
+from tdxfs.model.td import Platform, TrustDomain
+
+Closer = Callable[[], None]
+
+
+def _nothing() -> None:
+    pass
+
+
+def in_memory_td(profile: TdProfile) -> TrustDomain:
+    """A fresh platform (secret, PKI, QE) and TD that live as long as the process."""
+    platform = Platform()
+    pki = PlatformPki.generate(pck_tcb(profile))
+    return TrustDomain(platform, profile, qe=QuotingEnclave(platform, pki))
+
+
+def build_td(profile: TdProfile, state_dir: Optional[str] = None, reset: bool = False) -> Tuple[TrustDomain, Closer]:
+    """The TD to serve and the function that releases what holds it.
+
+    With ``state_dir`` the platform secret, PKI, attestation key and registers are kept
+    there (durable, locked against a second daemon; refusals are ConfigError); the closer
+    releases the lock. Without it everything is in memory and the closer does nothing.
+    """
+    if state_dir is None:
+        if reset:
+            raise ConfigError("--reset needs --state DIR (without it every mount starts fresh)")
+        return in_memory_td(profile), _nothing
+    state = StateDir(state_dir, reset=reset)
+    try:
+        return state.open_td(profile), state.close
+    except BaseException:
+        state.close()
+        raise
