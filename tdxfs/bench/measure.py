@@ -145,7 +145,7 @@ def concurrent(mount: str, name: str, clients: int, seconds: float) -> Dict[str,
     how many reports carried a nonce that was not the asking client's."""
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    start_at = time.time() + 0.3  # every client set up before the clock starts
+    start_at = time.time() + 0.2  # every client set up before the clock starts
     procs = [ctx.Process(target=_client, args=(name, mount, start_at, seconds, results)) for _ in range(clients)]
     for p in procs:
         p.start()

@@ -34,7 +34,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(rounds=5, batch=200, seconds=0.3, clients=(1, 2, 4, 8), count_ops=200, strace=False)
+        return cls(rounds=5, batch=150, seconds=0.25, clients=(1, 2, 4, 8), count_ops=200, strace=False)
 
     @classmethod
     def full(cls) -> "Settings":
