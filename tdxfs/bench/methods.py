@@ -197,5 +197,3 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
 
 BASELINE = "ioctl"  # ratios are to this method
 FLOOR = "floor"
-# The race study: which methods share state between clients and which cannot.
-RACE_METHODS = ("shell", "kept-pair", "ioctl", "transaction")

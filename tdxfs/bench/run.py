@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 from tdxfs.bench import measure
-from tdxfs.bench.methods import BASELINE, FLOOR, METHODS, RACE_METHODS
+from tdxfs.bench.methods import BASELINE, FLOOR, METHODS
 from tdxfs.errors import TdxfsError
 
 

@@ -31,16 +31,25 @@ class Field:
         return bytes(report[self.offset : self.end])
 
 
-def _rows(*rows) -> Dict[str, Field]:
-    table = {}
-    for row in rows:
-        field = Field(*row)
-        table[field.name] = field
-    return table
+def field_table(*rows) -> Dict[str, Field]:
+    """Rows of (name, offset, size[, integer]) as a name -> Field table."""
+    return {field.name: field for field in (Field(*row) for row in rows)}
+
+
+def check_tiling(table: Dict[str, Field], size: int, what: str) -> None:
+    """Every byte of the first ``size`` belongs to exactly one row (run at import)."""
+    covered = bytearray(size)
+    for field in table.values():
+        for i in range(field.offset, field.end):
+            if covered[i]:
+                raise AssertionError(f"{what} byte {i} is in two fields")
+            covered[i] = 1
+    if not all(covered):
+        raise AssertionError(f"{what} table leaves bytes unnamed")
 
 
 # Every byte of the TDREPORT belongs to exactly one row (checked below at import).
-TDREPORT_FIELDS: Dict[str, Field] = _rows(
+TDREPORT_FIELDS: Dict[str, Field] = field_table(
     # REPORTMACSTRUCT (0..255)
     ("reporttype.type", 0, 1, True),
     ("reporttype.subtype", 1, 1, True),
@@ -91,18 +100,7 @@ def rtmr_field(index: int) -> Field:
     return TDREPORT_FIELDS[f"tdinfo.rtmr{index}"]
 
 
-def _check_table() -> None:
-    covered = bytearray(TDREPORT_SIZE)
-    for field in TDREPORT_FIELDS.values():
-        for i in range(field.offset, field.end):
-            if covered[i]:
-                raise AssertionError(f"TDREPORT byte {i} is in two fields")
-            covered[i] = 1
-    if not all(covered):
-        raise AssertionError("TDREPORT table leaves bytes unnamed")
-
-
-_check_table()
+check_tiling(TDREPORT_FIELDS, TDREPORT_SIZE, "TDREPORT")
 
 
 def decode(report: bytes) -> Dict[str, bytes]:

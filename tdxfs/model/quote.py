@@ -16,7 +16,7 @@ Like ``tdxfs.model.abi``, nothing here signs or verifies: it only names bytes.
 
 from typing import Dict, Mapping
 
-from tdxfs.model.abi import Field
+from tdxfs.model.abi import Field, check_tiling, field_table
 
 QUOTE_VERSION = 4
 ATTESTATION_KEY_TYPE_ECDSA_P256 = 2
@@ -32,12 +32,8 @@ SIGNATURE_SIZE = 64
 PUBLIC_KEY_SIZE = 64
 
 
-def _rows(*rows) -> Dict[str, Field]:
-    return {field.name: field for field in (Field(*row) for row in rows)}
-
-
 # Every byte before the QE auth data belongs to exactly one row (checked below at import).
-QUOTE_FIELDS: Dict[str, Field] = _rows(
+QUOTE_FIELDS: Dict[str, Field] = field_table(
     # header
     ("header.version", 0, 2, True),
     ("header.attestation_key_type", 2, 2, True),
@@ -118,14 +114,7 @@ BODY_FROM_TDREPORT = {
 
 
 def _check_table() -> None:
-    covered = bytearray(FIXED_SIZE)
-    for field in QUOTE_FIELDS.values():
-        for i in range(field.offset, field.end):
-            if covered[i]:
-                raise AssertionError(f"quote byte {i} is in two fields")
-            covered[i] = 1
-    if not all(covered):
-        raise AssertionError("quote table leaves bytes unnamed")
+    check_tiling(QUOTE_FIELDS, FIXED_SIZE, "quote")
     body = [QUOTE_FIELDS[name] for name in QUOTE_FIELDS if name.startswith("body.")]
     if sum(f.size for f in body) != TD_BODY_SIZE or set(BODY_FROM_TDREPORT) != {f.name for f in body}:
         raise AssertionError("TD quote body rows do not add up to 584 bytes")

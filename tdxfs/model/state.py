@@ -63,30 +63,37 @@ def encode_td_state(profile_digest: str, rtmrs: Sequence[bytes], reportdata: byt
     return (json.dumps({**body, "checksum": _checksum(body)}, indent=1) + "\n").encode()
 
 
-def decode_td_state(raw: bytes, where: str) -> Tuple[str, Tuple[bytes, ...], bytes]:
-    def bad(why: str) -> ConfigError:
-        return ConfigError(f"state file {where} is corrupt ({why}); refusing to start. "
-                           "Use --reset to start a fresh TD on purpose")
-
+def _checked_document(raw: bytes, where: str, fmt: str) -> dict:
+    """A state file's JSON with its format and checksum checked; ConfigError otherwise."""
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise bad("not JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise bad(f"format is not {FORMAT}")
+        raise _corrupt(where, "not JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise _corrupt(where, f"format is not {fmt}")
     checksum = doc.pop("checksum", None)
     if checksum != _checksum(doc):
-        raise bad("checksum mismatch")
+        raise _corrupt(where, "checksum mismatch")
+    return doc
+
+
+def _corrupt(where: str, why: str) -> ConfigError:
+    return ConfigError(f"state file {where} is corrupt ({why}); refusing to start. "
+                       "Use --reset to start a fresh TD on purpose")
+
+
+def decode_td_state(raw: bytes, where: str) -> Tuple[str, Tuple[bytes, ...], bytes]:
+    doc = _checked_document(raw, where, FORMAT)
     try:
         rtmrs = tuple(bytes.fromhex(r) for r in doc["rtmrs"])
         reportdata = bytes.fromhex(doc["reportdata"])
         digest = str(doc["profile_digest"])
     except (KeyError, TypeError, ValueError):
-        raise bad("fields missing or not hex") from None
+        raise _corrupt(where, "fields missing or not hex") from None
     if len(rtmrs) != abi.RTMR_COUNT or any(len(r) != abi.MEASUREMENT_SIZE for r in rtmrs):
-        raise bad("RTMR values of the wrong count or length")
+        raise _corrupt(where, "RTMR values of the wrong count or length")
     if len(reportdata) != abi.REPORTDATA_SIZE:
-        raise bad("REPORTDATA of the wrong length")
+        raise _corrupt(where, "REPORTDATA of the wrong length")
     return digest, rtmrs, reportdata
 
 
@@ -96,19 +103,7 @@ def encode_pki(pki: PlatformPki) -> bytes:
 
 
 def decode_pki(raw: bytes, where: str) -> PlatformPki:
-    def bad(why: str) -> ConfigError:
-        return ConfigError(f"state file {where} is corrupt ({why}); refusing to start. "
-                           "Use --reset to start a fresh TD on purpose")
-
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad("not JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != PKI_FORMAT:
-        raise bad(f"format is not {PKI_FORMAT}")
-    checksum = doc.pop("checksum", None)
-    if checksum != _checksum(doc):
-        raise bad("checksum mismatch")
+    doc = _checked_document(raw, where, PKI_FORMAT)
     return PlatformPki.from_blobs(doc.get("pki"), f"state file {where}")
 
 

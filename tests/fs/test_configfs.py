@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from tests.fsclient import slurp, put, Rejections
 from tests.mounting import Mounted, sh
 
 REPORT = "tsm/report"
@@ -40,27 +41,6 @@ NAMES = ["entry0123456789", ".tmpAbC123", "report_x", "report0", "com.intel.dcap
 
 
 # -- client helpers -------------------------------------------------------------------------------------
-
-
-def slurp(path: str, chunk: int = 131072) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        parts = []
-        while True:
-            part = os.read(fd, chunk)
-            if not part:
-                return b"".join(parts)
-            parts.append(part)
-    finally:
-        os.close(fd)
-
-
-def put(path: str, data: bytes, flags: int = os.O_WRONLY) -> int:
-    fd = os.open(path, flags)
-    try:
-        return os.write(fd, data)
-    finally:
-        os.close(fd)  # the commit
 
 
 def instance(m: Mounted, name: str) -> str:
@@ -87,27 +67,6 @@ def errno_of(fn, *args) -> int:
 
 def in_dir(path: str, cmd: str):
     return sh(f"cd {path} && {cmd}")
-
-
-class Rejections:
-    """The daemon's 'rejected' log lines written since this object was made."""
-
-    def __init__(self, m: Mounted):
-        self.m = m
-        self.start = len(m.rejections())
-
-    def new(self):
-        return self.m.rejections()[self.start :]
-
-    def expect(self, *expected):
-        """Exactly these (op, mount-relative path, errno) rejections, in order."""
-        new = self.new()
-        assert len(new) == len(expected), f"expected {expected!r}, got {new!r}"
-        for line, (op, path, err) in zip(new, expected):
-            assert f"rejected {op} /{path}: {errno.errorcode[err]} (" in line, line
-
-
-# -- quotes ------------------------------------------------------------------------------------------------
 
 
 def check_quote(m: Mounted, quote: bytes, reportdata: bytes) -> None:

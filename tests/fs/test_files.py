@@ -15,6 +15,7 @@ import tempfile
 
 import pytest
 
+from tests.fsclient import slurp, put, Rejections
 from tests.mounting import Mounted, sh
 
 # -- reference facts (tdx-abi.md), not taken from the code under test -----------------
@@ -44,27 +45,6 @@ NOBODY = "setpriv --reuid=65534 --regid=65534 --clear-groups"
 
 
 # -- client helpers ----------------------------------------------------------------------
-
-
-def slurp(path: str, chunk: int = 131072) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        parts = []
-        while True:
-            part = os.read(fd, chunk)
-            if not part:
-                return b"".join(parts)
-            parts.append(part)
-    finally:
-        os.close(fd)
-
-
-def put(path: str, data: bytes, flags: int = os.O_WRONLY) -> int:
-    fd = os.open(path, flags)
-    try:
-        return os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def value(m: Mounted, name: str) -> bytes:
@@ -100,23 +80,6 @@ def prime(m: Mounted) -> dict:
     put(m.path("reportdata"), bytes(range(64)))
     put(m.path("rtmr3"), b"\x5a" * 48)
     return state(m)
-
-
-class Rejections:
-    """The daemon's 'rejected' log lines written since this object was made."""
-
-    def __init__(self, m: Mounted):
-        self.m = m
-        self.start = len(m.rejections())
-
-    def new(self):
-        return self.m.rejections()[self.start :]
-
-    def expect_one(self, op: str, path: str, err: int) -> str:
-        new = self.new()
-        assert len(new) == 1, f"expected one rejected line, got {new!r}\nlog:\n{self.m.log()}"
-        assert f"rejected {op} {path}: {errno.errorcode[err]} (" in new[0], new[0]
-        return new[0]
 
 
 def refused_os(m: Mounted, err: int, op: str, path: str, fn) -> None:

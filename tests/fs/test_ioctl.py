@@ -22,6 +22,7 @@ import stat
 import pytest
 
 from tdxfs.client.ioctl import TdxGuest
+from tests.fsclient import slurp, put, Rejections
 from tests.mounting import Mounted, sh, tdxfs_cmd
 
 # -- reference facts (tdx-abi.md), not taken from the code under test -----------------------
@@ -49,27 +50,6 @@ EXT = hashlib.sha384(b"tdxfs ioctl test event").digest()
 
 
 # -- client helpers ------------------------------------------------------------------------------
-
-
-def slurp(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        parts = []
-        while True:
-            part = os.read(fd, 131072)
-            if not part:
-                return b"".join(parts)
-            parts.append(part)
-    finally:
-        os.close(fd)
-
-
-def put(path: str, data: bytes) -> int:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        return os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def value(m: Mounted, name: str) -> bytes:
@@ -175,23 +155,6 @@ def prime(m: Mounted) -> dict:
     put(m.path("rtmr3"), b"\x5a" * 48)
     put(m.path("rtmr2"), b"\xa5" * 48)
     return state(m)
-
-
-class Rejections:
-    """The daemon's 'rejected' log lines written since this object was made."""
-
-    def __init__(self, m: Mounted):
-        self.m = m
-        self.start = len(m.rejections())
-
-    def new(self):
-        return self.m.rejections()[self.start :]
-
-    def expect_one(self, op: str, path: str, err: int) -> str:
-        new = self.new()
-        assert len(new) == 1, f"expected one rejected line, got {new!r}\nlog:\n{self.m.log()}"
-        assert f"rejected {op} {path}: {errno.errorcode[err]} (" in new[0], new[0]
-        return new[0]
 
 
 def refused(m: Mounted, err: int, op: str, path: str, fn) -> str:

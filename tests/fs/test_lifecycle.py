@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from tests.fsclient import slurp, put
 from tests.mounting import COMMAND_TIMEOUT, Mounted, force_unmount, fstype_at, sh, tdxfs_cmd
 
 REPORT_SIZE = 1024
@@ -30,27 +31,6 @@ RD = bytes(range(0x40, 0x80))  # 64 bytes
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def slurp(path) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        parts = []
-        while True:
-            part = os.read(fd, 131072)
-            if not part:
-                return b"".join(parts)
-            parts.append(part)
-    finally:
-        os.close(fd)
-
-
-def put(path, data: bytes) -> int:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        return os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def hexval(path) -> bytes:

@@ -1,0 +1,54 @@
+"""What the filesystem tests do as a client of a mount: plain os calls, and the daemon's
+log of refusals. Never imports tdxfs: a test's expectations stay independent of it."""
+
+import errno
+import os
+
+from tests.mounting import Mounted
+
+
+def slurp(path: str, chunk: int = 131072) -> bytes:
+    """Read to EOF the way cat does (large reads until one returns nothing)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = []
+        while True:
+            part = os.read(fd, chunk)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+    finally:
+        os.close(fd)
+
+
+def put(path: str, data: bytes, flags: int = os.O_WRONLY) -> int:
+    """open, one write, close (for a configfs inblob the close is the commit)."""
+    fd = os.open(path, flags)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+class Rejections:
+    """The daemon's 'rejected' log lines written since this object was made."""
+
+    def __init__(self, m: Mounted):
+        self.m = m
+        self.start = len(m.rejections())
+
+    def new(self):
+        return self.m.rejections()[self.start :]
+
+    def expect(self, *expected) -> None:
+        """Exactly these (op, mount-relative path, errno) rejections, in order."""
+        new = self.new()
+        assert len(new) == len(expected), f"expected {expected!r}, got {new!r}"
+        for line, (op, path, err) in zip(new, expected):
+            assert f"rejected {op} /{path}: {errno.errorcode[err]} (" in line, line
+
+    def expect_one(self, op: str, path: str, err: int) -> str:
+        new = self.new()
+        assert len(new) == 1, f"expected one rejected line, got {new!r}\nlog:\n{self.m.log()}"
+        assert f"rejected {op} {path}: {errno.errorcode[err]} (" in new[0], new[0]
+        return new[0]
