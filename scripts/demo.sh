@@ -7,12 +7,12 @@ bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 MNT=$(mktemp -d /tmp/tdxfs-demo.XXXXXX)
-cleanup() { tdxfs umount "$MNT" 2>/dev/null || true; rm -rf "$MNT" "$MNT.report"; }
+cleanup() { tdxfs umount "$MNT" 2>/dev/null || true; rm -rf "$MNT" "$MNT.report" "$MNT.state" "$MNT.pki" "$MNT.quote"; }
 trap cleanup EXIT
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
-step tdxfs mount "$MNT" --log "$MNT.log"
-tdxfs mount "$MNT" --log "$MNT.log"
+step tdxfs mount "$MNT" --state "$MNT.state" --log "$MNT.log"
+tdxfs mount "$MNT" --state "$MNT.state" --log "$MNT.log"
 findmnt -no SOURCE,FSTYPE,OPTIONS "$MNT"
 step ls -l "$MNT"
 ls -l "$MNT"
@@ -50,6 +50,13 @@ tail -n 1 "$MNT.log"
 
 step "tdxfs report get --via ioctl --mount $MNT --reportdata \$NONCE    # TDX_CMD_GET_REPORT0 on $MNT/tdx_guest"
 tdxfs report get --via ioctl --mount "$MNT" --reportdata "$NONCE" | grep -E '^(reportdata|tdinfo.rtmr3) '
+
+step "tdxfs quote get --mount $MNT --reportdata \$NONCE -o $MNT.quote    # configfs-tsm: mkdir, inblob, outblob, rmdir"
+tdxfs quote get --mount "$MNT" --reportdata "$NONCE" -o "$MNT.quote"
+step "tdxfs pki export $MNT.pki --state $MNT.state && tdxfs quote verify ...   # dcap-qvl, trusting the SIMULATED root"
+tdxfs pki export "$MNT.pki" --state "$MNT.state"
+tdxfs quote verify "$MNT.quote" --collateral "$MNT.pki/collateral.json" --root "$MNT.pki/root-ca.pem" \
+  | grep -E '^(verified|tcb_status|rt_mr3|report_data)'
 
 step tdxfs umount "$MNT"
 tdxfs umount "$MNT"
