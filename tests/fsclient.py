@@ -2,6 +2,7 @@
 log of refusals. Never imports tdxfs: a test's expectations stay independent of it."""
 
 import errno
+import multiprocessing
 import os
 
 from tests.mounting import Mounted
@@ -52,3 +53,37 @@ class Rejections:
         assert len(new) == 1, f"expected one rejected line, got {new!r}\nlog:\n{self.m.log()}"
         assert f"rejected {op} {path}: {errno.errorcode[err]} (" in new[0], new[0]
         return new[0]
+
+
+def run_clients(target, args_of, count: int, timeout: float = 120) -> list:
+    """``count`` forked client processes, started together: ``target(*args_of(i),
+    barrier, results)`` puts one outcome each on ``results``. Returns the outcomes, and
+    always reaps every child (terminating one that hangs)."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(count), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args_of(i), barrier, results), daemon=True) for i in range(count)]
+    for p in procs:
+        p.start()
+    try:
+        return [results.get(timeout=timeout) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():  # our own child, by its handle
+                p.terminate()
+                p.join(timeout=10)
+
+
+def refused(m: Mounted, snapshot, err: int, op: str, path: str, fn) -> str:
+    """``fn`` fails with ``err``, the daemon logs exactly one rejected line for it, and
+    ``snapshot(m)`` (what a client can observe) is unchanged. Returns the log line."""
+    import pytest
+
+    before = snapshot(m)
+    log = Rejections(m)
+    with pytest.raises(OSError) as exc:
+        fn()
+    assert exc.value.errno == err, exc.value
+    line = log.expect_one(op, path, err)
+    assert snapshot(m) == before
+    return line

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from tests.fsclient import slurp, put, Rejections
+from tests.fsclient import run_clients, slurp, put, Rejections
 from tests.mounting import Mounted, sh
 
 REPORT = "tsm/report"
@@ -529,7 +529,7 @@ def nonce(client: int, i: int) -> bytes:
     return hashlib.sha512(b"tdxfs configfs race client %d request %d" % (client, i)).digest()
 
 
-def _race_client(inst_of, me, barrier, results, with_quote) -> None:
+def _race_client(inst_of, me, with_quote, barrier, results) -> None:
     """One client process: ROUNDS requests; for each, its nonce, the generation before and
     after, and the REPORTDATA of the quote it read (None without quotes)."""
     try:
@@ -547,20 +547,7 @@ def _race_client(inst_of, me, barrier, results, with_quote) -> None:
 
 
 def race(inst_of, with_quote: bool):
-    ctx = multiprocessing.get_context("fork")
-    barrier, results = ctx.Barrier(CLIENTS), ctx.Queue()
-    procs = [ctx.Process(target=_race_client, args=(inst_of, me, barrier, results, with_quote), daemon=True)
-             for me in range(CLIENTS)]
-    for p in procs:
-        p.start()
-    try:
-        outcomes = [results.get(timeout=120) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():  # our own child, by its handle
-                p.terminate()
-                p.join(timeout=10)
+    outcomes = run_clients(_race_client, lambda me: (inst_of, me, with_quote), CLIENTS)
     errors = [err for _, _, err in outcomes if err]
     assert not errors, errors
     return {me: rows for me, rows, _ in outcomes}
@@ -642,20 +629,7 @@ def test_many_clients_see_their_own_commit_right_after_close(mount_factory, thre
     mnt = mount_factory(*(["--threads"] if threads else []))
     clients, rounds = 64, 30
     insts = [make(mnt, f"entry{me:010d}") for me in range(clients)]
-    ctx = multiprocessing.get_context("fork")
-    barrier, results = ctx.Barrier(clients), ctx.Queue()
-    procs = [ctx.Process(target=_commit_then_generation, args=(inst, rounds, barrier, results), daemon=True)
-             for inst in insts]
-    for p in procs:
-        p.start()
-    try:
-        outcomes = [results.get(timeout=120) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():  # our own child, by its handle
-                p.terminate()
-                p.join(timeout=10)
+    outcomes = run_clients(_commit_then_generation, lambda me: (insts[me], rounds), clients)
     assert all(isinstance(o, int) for o in outcomes), outcomes
     assert all(generation(inst) == rounds for inst in insts)  # no commit is lost, only late
     late = sum(outcomes)

@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from tests.fsclient import slurp, put, Rejections
+from tests.fsclient import refused, slurp, put, Rejections
 from tests.mounting import Mounted, sh
 
 # -- reference facts (tdx-abi.md), not taken from the code under test -----------------
@@ -83,14 +83,7 @@ def prime(m: Mounted) -> dict:
 
 
 def refused_os(m: Mounted, err: int, op: str, path: str, fn) -> None:
-    """``fn`` fails with ``err``, logs one rejected line, and changes nothing observable."""
-    before = state(m)
-    log = Rejections(m)
-    with pytest.raises(OSError) as exc:
-        fn()
-    assert exc.value.errno == err, exc.value
-    log.expect_one(op, path, err)
-    assert state(m) == before
+    refused(m, state, err, op, path, fn)
 
 
 def refused_sh(m: Mounted, err: int, op: str, path: str, cmd: str) -> None:

@@ -22,7 +22,7 @@ import stat
 import pytest
 
 from tdxfs.client.ioctl import TdxGuest
-from tests.fsclient import slurp, put, Rejections
+from tests.fsclient import refused as refused_with, slurp, put, Rejections
 from tests.mounting import Mounted, sh, tdxfs_cmd
 
 # -- reference facts (tdx-abi.md), not taken from the code under test -----------------------
@@ -158,15 +158,7 @@ def prime(m: Mounted) -> dict:
 
 
 def refused(m: Mounted, err: int, op: str, path: str, fn) -> str:
-    """``fn`` fails with ``err``, logs one rejected line, and changes nothing observable."""
-    before = state(m)
-    log = Rejections(m)
-    with pytest.raises(OSError) as exc:
-        fn()
-    assert exc.value.errno == err, exc.value
-    line = log.expect_one(op, path, err)
-    assert state(m) == before
-    return line
+    return refused_with(m, state, err, op, path, fn)
 
 
 # -- the node -------------------------------------------------------------------------------------

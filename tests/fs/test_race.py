@@ -16,13 +16,13 @@ can be traced to the client that wrote it.
 """
 
 import hashlib
-import multiprocessing
 import os
 import time
 
 import pytest
 
 from tdxfs.client.ioctl import TdxGuest
+from tests.fsclient import run_clients
 from tests.mounting import Mounted
 
 CLIENTS = 4
@@ -90,22 +90,8 @@ def client(method: str, mount: str, me: int, barrier, results) -> None:
 
 
 def race(m: Mounted, method: str) -> dict:
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(CLIENTS)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=client, args=(method, m.mountpoint, me, barrier, results), daemon=True)
-             for me in range(CLIENTS)]
     t0 = time.monotonic()
-    for p in procs:
-        p.start()
-    try:
-        outcomes = [results.get(timeout=120) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():  # our own child, by its handle
-                p.terminate()
-                p.join(timeout=10)
+    outcomes = run_clients(client, lambda me: (method, m.mountpoint, me), CLIENTS)
     seconds = time.monotonic() - t0
     errors = [err for _, _, err in outcomes if err]
     assert not errors, errors
