@@ -23,10 +23,10 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import tdxfs, mfusepy, cryptography, pytest, tox, matplotlib' 2>/dev/null \
+if ! .venv/bin/python -c 'import tdxfs, mfusepy, cryptography, pytest, tox, matplotlib, pytdxmeasure, cctrusted_vm' 2>/dev/null \
    || [ setup.cfg -nt .venv/.tdxfs-installed ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test,bench]' tox
+  .venv/bin/pip install -q -e '.[test,bench,clients]' tox
   touch .venv/.tdxfs-installed
 fi
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/python -c 'from tdxfs.server.binding import NAME, libfuse_version; print(NAME, "on libfuse", libfuse_version())'))"

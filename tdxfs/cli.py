@@ -15,21 +15,50 @@ def _read_input(path: str) -> bytes:
         return f.read()
 
 
-def cmd_mount(args) -> int:
-    from tdxfs.server.daemon import MountConfig, mount, parse_fuse_options
+def _mount_config(args, mountpoint: str, foreground: bool = False, debug: bool = False):
+    from tdxfs.server.daemon import MountConfig, parse_fuse_options
 
-    cfg = MountConfig(
-        mountpoint=args.mountpoint, state=args.state, profile=args.profile, reset=args.reset,
-        foreground=args.foreground, debug=args.debug, log=args.log, threads=args.threads,
+    return MountConfig(
+        mountpoint=mountpoint, state=args.state, profile=args.profile, reset=args.reset,
+        foreground=foreground, debug=debug, log=args.log, threads=args.threads,
         options=parse_fuse_options(",".join(args.o or [])),
     )
-    return mount(cfg)
+
+
+def cmd_mount(args) -> int:
+    from tdxfs.server.daemon import mount
+
+    return mount(_mount_config(args, args.mountpoint, args.foreground, args.debug))
 
 
 def cmd_umount(args) -> int:
     from tdxfs.server.daemon import umount
 
     return umount(args.mountpoint, lazy=args.lazy)
+
+
+def cmd_run(args) -> int:
+    import os
+
+    from tdxfs.server.run import run
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.shell:
+        command = [os.environ.get("SHELL") or "/bin/sh"]
+    own = [name for name in ("state", "profile", "reset", "o", "log", "threads") if getattr(args, name)]
+    try:
+        if args.mount and own:
+            flag = "-o" if own[0] == "o" else f"--{own[0]}"
+            raise TdxfsError(f"--mount uses a running mount; {flag} is for tdxfs run's own mount")
+        cfg = None if args.mount else _mount_config(args, "")
+        if args.verbose:
+            import logging
+
+            logging.basicConfig(format="tdxfs: %(message)s", level=logging.DEBUG)
+        return run(command, cfg, args.mount)
+    except TdxfsError as exc:  # 125 for tdxfs run's own refusals, as env(1) and timeout(1) have it
+        print(f"tdxfs: {exc.reason}", file=sys.stderr)
+        return getattr(exc, "exit_status", 125)
 
 
 def cmd_report_decode(args) -> int:
@@ -259,22 +288,89 @@ def cmd_profile_show(args) -> int:
     return 0
 
 
+def cmd_extend(args) -> int:
+    from tdxfs.client import eventlog as client
+    from tdxfs.model.eventlog import RUNTIME_EVENT_TYPE, parse_event_type
+
+    mount = client.mount_dir(args.mount)
+    event_type = parse_event_type(args.type) if args.type else RUNTIME_EVENT_TYPE
+    if args.digest is not None:
+        record = client.record_for(args.rtmr, event_type, digest_hex=args.digest)
+    else:
+        data = _read_file(args.data, "--data") if args.data is not None else args.text.encode("utf-8")
+        record = client.record_for(args.rtmr, event_type, data=data)
+    client.write_record(mount, record)
+    print(f"rtmr{record.rtmr} extended with {record.digest.hex()}")
+    return 0
+
+
+def cmd_eventlog_replay(args) -> int:
+    import os
+
+    from tdxfs.client import eventlog as client
+
+    if args.ccel:
+        log_path = args.ccel
+    elif args.mount:
+        log_path = os.path.join(args.mount, "acpi", "data", "CCEL")
+    else:
+        log_path = client.DEFAULT_CCEL_DATA
+    reported = None
+    if args.report:
+        reported = client.report_rtmrs(client.read_file(args.report, "report"), args.report)
+    elif args.mount:
+        path = os.path.join(args.mount, "tdreport")
+        reported = client.report_rtmrs(client.read_file(path, "report"), path)
+    replayed = client.replay_ccel(log_path)
+    rows = client.compare(replayed, reported)
+    for row in rows:
+        verdict = "" if reported is None else ("  match" if row.matches else f"  MISMATCH (report: {row.reported.hex()})")
+        print(f"{row.name} {row.replayed.hex()}{verdict}")
+    if reported is None:
+        return 0
+    bad = [row.name for row in rows if not row.matches]
+    print(f"the replayed log does not match the report in {', '.join(bad)}" if bad
+          else "the replayed log matches the report", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdxfs", description="A software TDX guest attestation interface as files.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def mount_options(p, log_help):
+        p.add_argument("--state", metavar="DIR", help="keep the platform secret and RTMRs in DIR (durable)")
+        p.add_argument("--profile", metavar="FILE", help="TOML profile overriding the embedded default TD")
+        p.add_argument("--reset", action="store_true", help="start a fresh TD in --state DIR on purpose")
+        p.add_argument("-o", action="append", metavar="OPTS", help="FUSE options: allow_other, uid=, gid=, umask=, ro")
+        p.add_argument("--log", metavar="FILE", help=log_help)
+        p.add_argument("--threads", action="store_true",
+                       help="serve with libfuse's thread pool (default: single-threaded, faster per request)")
+
     p = sub.add_parser("mount", help="mount a simulated TD's attestation files")
     p.add_argument("mountpoint")
-    p.add_argument("--state", metavar="DIR", help="keep the platform secret and RTMRs in DIR (durable)")
-    p.add_argument("--profile", metavar="FILE", help="TOML profile overriding the embedded default TD")
-    p.add_argument("--reset", action="store_true", help="start a fresh TD in --state DIR on purpose")
+    mount_options(p, "log file (daemon default /var/log/tdxfs.log; -f: stderr)")
     p.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground, log to stderr")
     p.add_argument("-d", dest="debug", action="store_true", help="FUSE debug output (implies -f)")
-    p.add_argument("-o", action="append", metavar="OPTS", help="FUSE options: allow_other, uid=, gid=, umask=, ro")
-    p.add_argument("--log", metavar="FILE", help="log file (daemon default /var/log/tdxfs.log; -f: stderr)")
-    p.add_argument("--threads", action="store_true",
-                   help="serve with libfuse's thread pool (default: single-threaded, faster per request)")
     p.set_defaults(func=cmd_mount)
+
+    for name in ("run", "shell"):
+        is_shell = name == "shell"
+        p = sub.add_parser(name, help="a shell ($SHELL or /bin/sh) where a TDX guest's paths are tdxfs's" if is_shell
+                           else "run COMMAND where /dev/tdx_guest, /sys/kernel/config/tsm/report, ... are tdxfs's",
+                           description="In a private mount namespace: /dev/tdx_guest, /sys/kernel/config/tsm/report, "
+                           "/sys/devices/virtual/misc/tdx_guest/measurements (and /sys/class/misc/tdx_guest), "
+                           "/sys/firmware/acpi/tables/CCEL and .../data/CCEL served by tdxfs; the host sees nothing. "
+                           "Exit status: COMMAND's (128+N for signal N); 125 when tdxfs run itself refuses; "
+                           "126/127 when COMMAND cannot be run.")
+        mount_options(p, "log file of the mount's daemon (default /var/log/tdxfs.log)")
+        p.add_argument("--mount", metavar="DIR", help="use this running tdxfs mount instead of starting one")
+        p.add_argument("-v", "--verbose", action="store_true", help="say what is placed where, on stderr")
+        if is_shell:
+            p.set_defaults(func=cmd_run, shell=True, command=[])
+        else:
+            p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+            p.set_defaults(func=cmd_run, shell=False)
 
     p = sub.add_parser("umount", help="unmount (also a dead mount left by a killed daemon)")
     p.add_argument("mountpoint")
@@ -341,6 +437,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = profile.add_parser("show", help="print the effective profile as TOML")
     p.add_argument("--profile", metavar="FILE")
     p.set_defaults(func=cmd_profile_show)
+
+    p = sub.add_parser("extend", help="extend an RTMR and log the event (through MOUNT/eventlog)")
+    p.add_argument("--rtmr", type=int, choices=range(4), required=True, metavar="N", help="RTMR index 0..3")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--digest", metavar="HEX", help="extend this SHA-384 digest (96 hex digits), no event data")
+    what.add_argument("--data", metavar="FILE", help="extend SHA-384 of FILE (- for stdin), logged with its contents")
+    what.add_argument("--text", metavar="STRING", help="extend SHA-384 of STRING (UTF-8), logged with it")
+    p.add_argument("--type", metavar="T", help="TCG event type: a name (EV_IPL, EV_EVENT_TAG) or a number "
+                   "(default EV_IPL)")
+    p.add_argument("--mount", metavar="DIR", help="the tdxfs mount (default: $TDXFS_MOUNT, which tdxfs run sets)")
+    p.set_defaults(func=cmd_extend)
+
+    eventlog = sub.add_parser("eventlog", help="event log tools").add_subparsers(dest="eventlog_command",
+                                                                               required=True)
+    p = eventlog.add_parser("replay", help="replay a CCEL event log, print RTMR0-3, compare with a report "
+                            "(exit 1 on a mismatch)")
+    p.add_argument("--ccel", metavar="FILE", help="a CCEL log area (default: MOUNT/acpi/data/CCEL with --mount, "
+                   "else /sys/firmware/acpi/tables/data/CCEL)")
+    p.add_argument("--mount", metavar="DIR", help="a tdxfs mount: its log, and a fresh report from DIR/tdreport")
+    p.add_argument("--report", metavar="FILE", help="a 1024-byte TDREPORT to compare with")
+    p.set_defaults(func=cmd_eventlog_replay)
     return parser
 
 

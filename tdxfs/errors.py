@@ -71,6 +71,29 @@ class ConfigError(TdxfsError):
     errno = errno.EINVAL
 
 
+# -- tdxfs run: refusals before COMMAND starts; exit_status is tdxfs run's, as shells have it
+
+
+class NotPrivileged(TdxfsError):
+    """No CAP_SYS_ADMIN: no mount namespace can be made."""
+
+    errno = errno.EPERM
+
+
+class CommandNotFound(TdxfsError):
+    """COMMAND is not on PATH, or its path does not exist."""
+
+    errno = errno.ENOENT
+    exit_status = 127
+
+
+class CommandNotExecutable(TdxfsError):
+    """COMMAND exists but cannot be executed (no x bit, a directory)."""
+
+    errno = errno.EACCES
+    exit_status = 126
+
+
 # -- configfs (tsm/report) answers --------------------------------------------------------
 
 
@@ -108,3 +131,9 @@ class Busy(TdxfsError):
     """The write generation would wrap onto the read generation without an interim read."""
 
     errno = errno.EBUSY
+
+
+class OutOfMemory(TdxfsError):
+    """mkdir of a report instance when the daemon's memory is exhausted (the kernel's ENOMEM)."""
+
+    errno = errno.ENOMEM

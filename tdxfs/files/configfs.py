@@ -21,9 +21,15 @@ Directories (mode 0755 each): ``mkdir`` of a taken name is EEXIST; a name over 2
 is ENAMETOOLONG; ``mkdir`` anywhere but ``tsm/report`` is EPERM (an instance is an item,
 not a group); ``rmdir`` removes an instance with its files and is EPERM for ``tsm`` and
 ``tsm/report``; creating a file (``touch``, ``O_CREAT``) is EACCES, ``mknod``/``mkfifo``,
-links, renames and unlinks are EPERM. Instances that are never removed are tolerated up to
-``MAX_INSTANCES`` (4096); the next ``mkdir`` is ENOSPC until one is removed. Listings show
-the newest entry first, as configfs does.
+links, renames and unlinks are EPERM. As in the kernel, there is no cap on instances: some
+clients leave one behind per quote, so a long-running agent accumulates hundreds of
+thousands. ``mkdir`` is refused only when memory runs out (ENOMEM, the table unchanged).
+Listings show the newest entry first, as configfs does.
+
+An idle instance is small (``benchmarks/configfs_instances.py`` measures it): one
+``ReportInstance`` with ``__slots__`` and no lock of its own, held in the group's name
+table. The instance directory and its four attribute files are views made on lookup (the
+front end is path-based and keeps no node of ours), and the attribute table is shared.
 
 Opening (checked for root too, as configfs does): an fd that may write needs a write mode
 bit and a store method, one that may read needs a read bit and a show method, otherwise
@@ -57,18 +63,23 @@ A report instance (``report.c``):
     read generation matches the write generation is returned; otherwise the quote is made
     from the inblob: TDX needs exactly 64 bytes (EINVAL otherwise); a provider failure is
     the read's errno (DeviceError: EIO); on success it is cached with the generation it
-    was made for.
+    was made for. The cache is kept compressed against the group's first quote (see
+    ``ReportGroup.pack``: ~240 bytes instead of ~5.6 KB) and read back byte for byte.
   - after ``rmdir``, fds still open on the instance's files: a read that needs to fill its
     buffer is ENOENT, a read of an already filled buffer still works, and a close commits
     nothing.
 
-Locking: the report group's lock covers only its name table (mkdir, rmdir, lookups). Each
-instance has a state lock, held only to copy or set its fields, and a generation lock held
-while its quote is made, so one instance's quote generation never blocks another's reads,
-commits or mkdir/rmdir. (The kernel holds one global rwsem for writing across
-``report_new``; reviewers objected to exactly that, so this model does not.) A commit may
-land while a quote is being made: the quote is cached for the generation it was made for,
-hence is stale at once, as if the commit had come right after it.
+Locking: the report group's lock covers only its name table (mkdir, rmdir, lookups). An
+instance's fields are guarded by one lock of a small striped pool (``STATE_LOCKS``, chosen
+by the instance's identity), held only to copy or set them, never across quote generation
+and never together with another lock. While an instance's quote is being made it holds a
+generation lock made for that generation alone (``_generating``; None when idle): a second
+reader of the same instance waits on it and then finds the quote cached, so one instance's
+quote generation never blocks another's reads, commits or mkdir/rmdir. (The kernel holds
+one global rwsem for writing across ``report_new``; reviewers objected to exactly that, so
+this model does not.) A commit may land while a quote is being made: the quote is cached
+for the generation it was made for, hence is stale at once, as if the commit had come
+right after it.
 
 Known differences, all from serving through FUSE: ``lseek`` on a binary attribute succeeds
 here (configfs: ESPIPE; ``pread``/``pwrite`` at offsets work on both, so ``dd seek=N``
@@ -86,12 +97,13 @@ before its own commit. FLUSH is the close-synchronous hook (see ``BinaryHandle.f
 import os
 import stat
 import threading
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional
 
 from tdxfs import linuxabi
-from tdxfs.errors import (AccessDenied, AlreadyExists, Busy, FileTooBig, InvalidInput, NameTooLong, NoSpace,
-                          NoSuchEntry, NotATty, NotPermitted, TextBusy)
+from tdxfs.errors import (AccessDenied, AlreadyExists, Busy, FileTooBig, InvalidInput, NameTooLong, NoSuchEntry,
+                          NotATty, NotPermitted, OutOfMemory, TextBusy)
 from tdxfs.files.table import Directory, Node, SnapshotHandle
 from tdxfs.model import abi
 
@@ -100,25 +112,41 @@ INBLOB_MAX = 64  # TSM_REPORT_INBLOB_MAX
 OUTBLOB_MAX = 32 * 1024  # TSM_REPORT_OUTBLOB_MAX (SZ_32K)
 TEXT_ST_SIZE = 4096  # configfs gives text attributes PAGE_SIZE, binary ones 0
 NAME_MAX = 255
-MAX_INSTANCES = 4096
 _ULONG = 1 << 64  # the generation counters are unsigned long
+_RAW_DEFLATE = -15  # zlib wbits: no header or checksum (the cached quote never leaves the process)
 
 QuoteFn = Callable[[bytes], bytes]  # REPORTDATA (64 bytes) -> quote; TrustDomain.quote
 
 
-class ReportInstance:
-    """One report item's state: inblob, the two generations, the cached outblob."""
+STATE_LOCKS = tuple(threading.Lock() for _ in range(64))  # striped: instances share them
 
-    def __init__(self, name: str, quote: QuoteFn):
+
+class ReportInstance:
+    """One report item's state: inblob, the two generations, the cached outblob.
+
+    Compact on purpose (a leaked instance costs only this object and its name): slots, no
+    lock of its own (its fields are guarded by a lock of ``STATE_LOCKS``), and a generation
+    lock that exists only while a quote is being made."""
+
+    __slots__ = ("name", "_group", "_inblob", "_write_generation", "_read_generation", "_outblob",
+                 "_generating", "_removed")
+
+    def __init__(self, name: str, group: "ReportGroup"):
         self.name = name
-        self._quote = quote
-        self._state = threading.Lock()  # the fields below; never held across quote generation
-        self._generating = threading.Lock()  # one quote generation at a time, for this instance only
-        self._inblob = b""  # empty: nothing to quote (never written, or an empty commit)
+        self._group = group  # makes quotes, and packs the cached one
+        # empty: nothing to quote (never written, or an empty commit); None: quoted, and the
+        # cached outblob (which carries it as REPORTDATA) stands for it until the next commit
+        self._inblob: Optional[bytes] = b""
         self._write_generation = 0
         self._read_generation = 0
-        self._outblob: Optional[bytes] = None
+        self._outblob: Optional[bytes] = None  # the cached quote, packed (ReportGroup.pack)
+        self._generating: Optional[threading.Lock] = None  # held while this instance's quote is made
         self._removed = False
+
+    @property
+    def _state(self) -> threading.Lock:
+        """The striped lock for this instance's fields; never held across quote generation."""
+        return STATE_LOCKS[(id(self) >> 4) % len(STATE_LOCKS)]
 
     def _check_live(self) -> None:
         if self._removed:
@@ -151,31 +179,43 @@ class ReportInstance:
             self._inblob = bytes(data)
 
     def outblob(self) -> bytes:
-        cached = self._cached_outblob()
-        if cached is not None:
-            return cached
-        with self._generating:
-            cached = self._cached_outblob()  # made by another reader meanwhile?
-            if cached is not None:
-                return cached
-            with self._state:
-                inblob, generation = self._inblob, self._write_generation
-                self._outblob = None
+        state = self._state
+        while True:
+            with state:
+                packed, busy = self._cached_outblob(), self._generating
+                if packed is None and busy is None:  # ours to make: take its lock before letting go
+                    busy = self._generating = threading.Lock()
+                    busy.acquire()
+                    inblob, generation = self._inblob, self._write_generation
+                    self._outblob = None
+                    break
+            if packed is not None:
+                return self._group.unpack(packed)  # outside the lock: packed bytes never change
+            with busy:  # another reader is making it: wait, then look at the cache again
+                pass
+        try:
             if len(inblob) != abi.REPORTDATA_SIZE:
                 raise InvalidInput(f"{self.name}: the TDX provider needs a {abi.REPORTDATA_SIZE}-byte inblob, "
                                    f"the committed one is {len(inblob)} bytes")
-            quote = self._quote(inblob)  # the slow part: only this instance's generation lock is held
-            with self._state:
-                self._outblob, self._read_generation = quote, generation
+            quote = self._group.quote(inblob)  # the slow part: only this instance's generation lock is held
+            packed = self._group.pack(quote)
+            with state:
+                self._outblob, self._read_generation = packed, generation
+                if generation == self._write_generation:
+                    self._inblob = None  # only a commit can make the cache stale, and it brings its own
             return quote
+        finally:
+            with state:
+                self._generating = None
+            busy.release()
 
     def _cached_outblob(self) -> Optional[bytes]:
-        with self._state:
-            self._check_live()
-            if not self._inblob:
-                raise InvalidInput(f"{self.name}: no inblob committed (write 64 bytes to inblob and close it)")
-            if self._outblob is not None and self._read_generation == self._write_generation:
-                return self._outblob
+        """With the state lock held: the cached quote (packed) if current, None to make one."""
+        self._check_live()
+        if self._outblob is not None and self._read_generation == self._write_generation:
+            return self._outblob
+        if not self._inblob:
+            raise InvalidInput(f"{self.name}: no inblob committed (write 64 bytes to inblob and close it)")
         return None
 
 
@@ -297,7 +337,7 @@ class BinaryHandle(_AttributeHandle):
 
 
 class AttributeFile(Node):
-    """One attribute of one instance."""
+    """One attribute of one instance: a view made on lookup, kept by nothing but its fds."""
 
     def __init__(self, attr: Attribute, instance: ReportInstance):
         self.attr = attr
@@ -354,28 +394,66 @@ class _ConfigfsDirectory(Directory):
 
 
 class InstanceDirectory(_ConfigfsDirectory):
+    """``tsm/report/NAME``: a view of one instance, made on lookup. Its attribute files are
+    made on lookup too, from the shared attribute table, so an idle instance holds neither."""
+
+    _ATTRIBUTES = {a.name: a for a in TDX_ATTRIBUTES}
+
     def __init__(self, instance: ReportInstance):
-        super().__init__({a.name: AttributeFile(a, instance) for a in TDX_ATTRIBUTES})
+        super().__init__({})  # no table of its own: the entries are the shared attributes
         self.instance = instance
-
-
-class ReportGroup(_ConfigfsDirectory):
-    """``tsm/report``: mkdir makes an instance, rmdir removes one; nothing else lives here."""
-
-    absent_kind = "tsm-dir"  # a lookup of a new name precedes every mkdir
-
-    def __init__(self, quote: QuoteFn, max_instances: int = MAX_INSTANCES):
-        super().__init__({})
-        self._quote = quote
-        self.max_instances = max_instances
-        self._lock = threading.Lock()  # the name table only: never held across a quote
 
     def child(self, name: str) -> Node:
         _check_name(name)
-        node = self.entries.get(name)
-        if node is None:
+        attr = self._ATTRIBUTES.get(name)
+        if attr is None:
+            raise NoSuchEntry(f"no entry {name!r}", probe=True)
+        return AttributeFile(attr, self.instance)
+
+    def names(self) -> Iterator[str]:
+        return iter(self._ATTRIBUTES)
+
+    def attrs(self) -> Dict[str, int]:
+        return {"st_mode": self.mode, "st_nlink": 2, "st_size": 0}
+
+
+class ReportGroup(_ConfigfsDirectory):
+    """``tsm/report``: mkdir makes an instance, rmdir removes one; nothing else lives here.
+    ``entries`` maps each name to its ``ReportInstance`` (not to a node: see
+    :class:`InstanceDirectory`), in creation order."""
+
+    absent_kind = "tsm-dir"  # a lookup of a new name precedes every mkdir
+
+    def __init__(self, quote: QuoteFn):
+        super().__init__({})
+        self.quote = quote
+        self._lock = threading.Lock()  # the name table (and setting _zdict once): never held across a quote
+        self._zdict: Optional[bytes] = None
+
+    # A cached outblob is kept zlib-compressed against this group's first quote as a preset
+    # dictionary: quotes of one platform share all but a few hundred bytes (header, most of
+    # the TD body, the attestation key, QE report and certificate chain), so a leaked
+    # instance keeps ~240 bytes instead of ~5.6 KB (only REPORTDATA and the signature differ
+    # between two quotes of one TD), and a cached read gives the same bytes.
+
+    def pack(self, quote: bytes) -> bytes:
+        if self._zdict is None:
+            with self._lock:
+                if self._zdict is None:
+                    self._zdict = bytes(quote)
+        packer = zlib.compressobj(zlib.Z_BEST_COMPRESSION, zlib.DEFLATED, _RAW_DEFLATE, zdict=self._zdict)
+        return packer.compress(quote) + packer.flush()
+
+    def unpack(self, packed: bytes) -> bytes:
+        unpacker = zlib.decompressobj(_RAW_DEFLATE, zdict=self._zdict)
+        return unpacker.decompress(packed) + unpacker.flush()
+
+    def child(self, name: str) -> Node:
+        _check_name(name)
+        instance = self.entries.get(name)
+        if instance is None:
             raise NoSuchEntry(f"no report instance {name!r}", probe=True)
-        return node
+        return InstanceDirectory(instance)
 
     def names(self) -> Iterator[str]:
         with self._lock:
@@ -392,19 +470,21 @@ class ReportGroup(_ConfigfsDirectory):
         with self._lock:
             if name in self.entries:
                 raise AlreadyExists(f"report instance {name!r} exists")
-            if len(self.entries) >= self.max_instances:
-                raise NoSpace(f"{self.max_instances} report instances exist: rmdir one (instances are not "
-                              f"removed automatically)")
-            self.entries[name] = InstanceDirectory(ReportInstance(name, self._quote))
+            try:
+                self.entries[name] = ReportInstance(name, self)
+            except MemoryError:
+                # A failed insertion leaves a dict as it was; a failed construction never reached it.
+                raise OutOfMemory(f"no memory for report instance {name!r} "
+                                  f"({len(self.entries)} instances exist)") from None
 
     def remove_dir(self, name: str) -> None:
         with self._lock:
-            directory = self.entries.pop(name, None)
-        if directory is None:
+            instance = self.entries.pop(name, None)
+        if instance is None:
             raise NoSuchEntry(f"no report instance {name!r}")
-        directory.instance.remove()
+        instance.remove()
 
 
-def tsm_tree(quote: QuoteFn, max_instances: int = MAX_INSTANCES) -> Directory:
+def tsm_tree(quote: QuoteFn) -> Directory:
     """``tsm/``, holding ``report/``."""
-    return _ConfigfsDirectory({"report": ReportGroup(quote, max_instances)})
+    return _ConfigfsDirectory({"report": ReportGroup(quote)})

@@ -12,6 +12,11 @@ that rewinds (``pread(fd, n, 0)``) sees the current values.
 
 Write semantics: one whole value per write, at offset 0. A short, long, non-hex or
 offset write fails with EINVAL and changes nothing; there is never a partial extend.
+
+Binary rows (``BinaryFile``: the tsm-mr measurement files, the ACPI CCEL views) serve raw
+bytes and follow sysfs binary attributes (``fs/sysfs/file.c``): a write at or past the
+attribute's size is EFBIG, a longer write is clamped to the size (``write()`` returns the
+clamped count), and then the value must be whole at offset 0 (EINVAL otherwise).
 """
 
 import os
@@ -22,7 +27,8 @@ from functools import partial
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from tdxfs import linuxabi
-from tdxfs.errors import AccessDenied, InvalidInput, IsADirectory, NoSuchEntry, NotATty, NotPermitted, TdxfsError
+from tdxfs.errors import (AccessDenied, FileTooBig, InvalidInput, IsADirectory, NoSuchEntry, NotATty, NotPermitted,
+                          TdxfsError)
 from tdxfs.files import device
 from tdxfs.files.stats import RequestCounter
 from tdxfs.model import abi
@@ -105,6 +111,26 @@ class ReportHandle(SnapshotHandle):
         self._reportdata = parse_value(data, abi.REPORTDATA_SIZE, "tdreport (per-fd REPORTDATA)")
 
 
+class BinaryHandle(SnapshotHandle):
+    """A sysfs binary attribute (``sysfs_kf_bin_write`` then tsm-mr's ``tm_digest_write``):
+    at or past the size EFBIG; the count is clamped to what fits; the clamped value must
+    then be the whole size at offset 0, else EINVAL. Returns the clamped count, so a
+    49-byte ``echo`` extends with the first 48 and fails on its 49th byte with EFBIG."""
+
+    def write(self, data: bytes, offset: int) -> int:
+        node = self.node
+        size = node.size
+        if offset >= size:
+            raise FileTooBig(f"{node.name} is {size} bytes: a write at offset {offset} is past its end")
+        count = min(len(data), size - offset)
+        if offset != 0 or count != size:
+            raise InvalidInput(f"{node.name} takes {size} raw bytes at offset 0 (no partial writes), "
+                               f"got {count} at offset {offset}")
+        node.write(bytes(data[:size]))
+        self._snapshot = None
+        return count
+
+
 class DeviceHandle(SnapshotHandle):
     """``tdx_guest``: a misc device with ioctl only; read() and write() are EINVAL."""
 
@@ -183,6 +209,39 @@ class File(Node):
 
     def attrs(self) -> Dict[str, int]:
         return {"st_mode": self.mode, "st_nlink": 1, "st_size": self.size}
+
+
+@dataclass
+class BinaryFile(File):
+    """A sysfs binary attribute: raw bytes (no hex, no newline); writes as ``BinaryHandle``.
+
+    ``perm`` fixes the permission bits where the kernel's differ from what the row can do
+    (ACPI tables are 0400); ``size_of`` gives st_size for a value whose size changes (the
+    event log area grows), else ``size`` is fixed. ``kind`` names the row's class in /.stats."""
+
+    perm: Optional[int] = None
+    size_of: Optional[Callable[[], int]] = None
+    group: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.group or super().kind
+
+    @property
+    def mode(self) -> int:
+        return super().mode if self.perm is None else stat.S_IFREG | self.perm
+
+    def render(self) -> bytes:
+        return self.read()
+
+    def new_handle(self) -> SnapshotHandle:
+        return BinaryHandle(self)
+
+    def attrs(self) -> Dict[str, int]:
+        attrs = super().attrs()
+        if self.size_of is not None:
+            attrs["st_size"] = self.size_of()
+        return attrs
 
 
 @dataclass
@@ -289,12 +348,14 @@ class Tree:
 
     @classmethod
     def for_td(cls, td: TrustDomain, server: Optional[Dict[str, str]] = None) -> "Tree":
-        from tdxfs.files import configfs  # it builds on this module's nodes
+        from tdxfs.files import acpi, configfs, eventlog, measurements  # they build on this module's nodes
 
         requests = RequestCounter(server)
-        rows = (*root_rows(td), StatsFile(".stats", 4096, read=requests.render))
+        rows = (*root_rows(td), eventlog.eventlog_file(td), StatsFile(".stats", 4096, read=requests.render))
         entries: Dict[str, Node] = {row.name: row for row in rows}
         entries["tsm"] = configfs.tsm_tree(td.quote)
+        entries["measurements"] = measurements.measurements_dir(td)
+        entries["acpi"] = acpi.acpi_dir(td.event_log)
         return cls(Directory(entries), requests)
 
     def kind(self, path: Optional[str]) -> str:

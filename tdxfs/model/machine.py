@@ -2,6 +2,11 @@
 
 Front ends (the daemon, the CLI, the bench) call :func:`build_td` and get a TD whose
 ``quote()`` works; they never assemble the parts themselves.
+
+What the start-up has to tell the operator (a profile register the event log cannot
+reproduce, a state directory migrated from the format before event logs, a torn record
+dropped) is in ``td.notices``, one line each: the front end logs them where its
+operator looks (the daemon: its log, once that is set up).
 """
 
 from typing import Callable, Optional, Tuple
@@ -37,10 +42,12 @@ def build_td(profile: TdProfile, state_dir: Optional[str] = None, reset: bool = 
     if state_dir is None:
         if reset:
             raise ConfigError("--reset needs --state DIR (without it every mount starts fresh)")
-        return in_memory_td(profile), _nothing
-    state = StateDir(state_dir, reset=reset)
-    try:
-        return state.open_td(profile), state.close
-    except BaseException:
-        state.close()
-        raise
+        td, closer = in_memory_td(profile), _nothing
+    else:
+        state = StateDir(state_dir, reset=reset)
+        try:
+            td, closer = state.open_td(profile), state.close
+        except BaseException:
+            state.close()
+            raise
+    return td, closer

@@ -1,10 +1,33 @@
 """The simulated platform PKI: a root CA, a PCK Platform CA, the platform's PCK certificate,
 a TCB signing certificate, their CRLs, and the QE's attestation key.
 
-SIMULATED. Every key is generated locally by ``cryptography``; none is Intel's. Every
-subject says so, the CRL distribution points name ``tdxfs.invalid`` (a reserved domain
-that never resolves), and the FMSPC is one no Intel part has. A quote signed under this
-PKI verifies only for a relying party that was told to trust *this* root.
+SIMULATED. Every key is generated locally by ``cryptography``; none is Intel's. The common
+names are Intel's exactly (``Intel SGX Root CA``, ``Intel SGX PCK Platform CA``, ``Intel SGX
+PCK Certificate``, ``Intel SGX TCB Signing``), because some verifiers compare them
+literally and find the PCK CA by its name; everything else says SIMULATED:
+
+- the organization (O) is ``tdxfs SIMULATED PKI - not Intel Corporation`` and the
+  organizational unit (OU) ``SIMULATED - not issued by Intel, trust only as a test root``,
+  in subject and issuer alike (Intel's say ``O=Intel Corporation`` and carry no OU);
+- every serial number starts with the eight bytes ``tdxfsSIM`` (``SERIAL_MARKER``; hex
+  ``746478667353494d``), followed by 12 random bytes;
+- every certificate carries the non-critical extension ``SIMULATION_OID``
+  (``1.3.6.1.4.1.32473.1``, under the enterprise number RFC 5612 reserves for examples)
+  whose value is the UTF8String ``SIMULATION_NOTICE``;
+- the CRL distribution points name ``tdxfs.invalid`` (a reserved domain that never
+  resolves), and the FMSPC is one no Intel part has.
+
+A quote signed under this PKI verifies only for a relying party that was told to trust
+*this* root (its key is this platform's own).
+
+A PKI kept by an older version (the same format, with ``tdxfs SIMULATED ... - not Intel``
+common names and random serials) still loads: :meth:`PlatformPki.from_blobs` re-issues its
+four certificates with the current names, marker serial and extension, as PCS re-issues
+certificates, keeping every key and validity period. The re-issue is deterministic (RFC 6979
+signatures, serials derived from the old certificates), so every load of one old file gives
+byte-identical certificates: the daemon's quotes and ``tdxfs pki export`` agree even if the
+file is never rewritten. ``renamed`` tells the caller to save it. A relying party that
+trusted the old root must export the root again (its name changed).
 
 The shapes follow Intel's PCS certificate profile, because DCAP verifiers check them:
 
@@ -32,7 +55,7 @@ behind the simulated platform's still accepts them.
 import datetime
 import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 from cryptography import x509
@@ -64,14 +87,24 @@ CLOCK_SKEW = datetime.timedelta(days=1)
 
 CRL_URL = "https://tdxfs.invalid/simulated-pki/{}.der"  # .invalid: never resolves (RFC 2606)
 
-_SUBJECT_O = "tdxfs SIMULATED PKI - not Intel Corporation"
+# The common names are Intel's, exactly: verifiers compare them (and pick the PCS
+# "platform" CA by its name). The simulation is said by O, OU, serial and extension.
 SUBJECTS = {
-    "root_ca": "tdxfs SIMULATED Intel SGX Root CA - not Intel",
-    # "Intel SGX PCK Platform CA" inside the CN: verifiers pick the PCS "platform" CA by it.
-    "pck_ca": "tdxfs SIMULATED Intel SGX PCK Platform CA - not Intel",
-    "pck": "tdxfs SIMULATED Intel SGX PCK Certificate - not Intel",
-    "tcb_signing": "tdxfs SIMULATED Intel SGX TCB Signing - not Intel",
+    "root_ca": "Intel SGX Root CA",
+    "pck_ca": "Intel SGX PCK Platform CA",
+    "pck": "Intel SGX PCK Certificate",
+    "tcb_signing": "Intel SGX TCB Signing",
 }
+SUBJECT_O = "tdxfs SIMULATED PKI - not Intel Corporation"
+SUBJECT_OU = "SIMULATED - not issued by Intel, trust only as a test root"
+
+SERIAL_MARKER = b"tdxfsSIM"  # every serial number's first 8 of 20 bytes
+_SERIAL_RANDOM = 12
+# Under IANA's enterprise number for documentation and examples (RFC 5612: 32473), which no
+# production PKI uses. Not a UUID OID (2.25.<uuid>): DCAP verifiers built on the Rust
+# ``der`` crate refuse arcs over 32 bits ("malformed OID"), and fail the whole chain.
+SIMULATION_OID = "1.3.6.1.4.1.32473.1"
+SIMULATION_NOTICE = "tdxfs SIMULATED PKI: not issued by Intel; trust only as a tdxfs test root"
 
 # -- the SGX extension, DER by hand ---------------------------------------------------------
 
@@ -169,8 +202,40 @@ def sgx_extension(ppid: bytes, tcb: PckTcb, platform_instance_id: bytes) -> byte
 def _name(role: str) -> x509.Name:
     return x509.Name([
         x509.NameAttribute(NameOID.COMMON_NAME, SUBJECTS[role]),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, _SUBJECT_O),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, SUBJECT_O),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, SUBJECT_OU),
     ])
+
+
+def _serial(tail: Optional[bytes] = None) -> int:
+    """``SERIAL_MARKER`` then 12 bytes (random, or the given ones): 20 bytes, positive."""
+    tail = os.urandom(_SERIAL_RANDOM) if tail is None else tail[:_SERIAL_RANDOM]
+    return int.from_bytes(SERIAL_MARKER + tail, "big")
+
+
+def is_simulated(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` carries all of tdxfs's simulation marks (O, OU, serial, extension)."""
+    try:
+        notice = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SIMULATION_OID)).value.value
+    except x509.ExtensionNotFound:
+        return False
+    names = (cert.subject, cert.issuer)
+    return (notice == _simulation_extension().value
+            and cert.serial_number.to_bytes(20, "big").startswith(SERIAL_MARKER)
+            and all(n.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == SUBJECT_O for n in names)
+            and all(n.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == SUBJECT_OU
+                    for n in names))
+
+
+def _simulation_extension() -> x509.UnrecognizedExtension:
+    notice = SIMULATION_NOTICE.encode()
+    return x509.UnrecognizedExtension(x509.ObjectIdentifier(SIMULATION_OID), _tlv(0x0C, notice))  # UTF8String
+
+
+def _sign(builder: x509.CertificateBuilder, key, deterministic: bool) -> x509.Certificate:
+    if deterministic:  # RFC 6979 (cryptography >= 45): a re-issue is the same bytes on every load
+        return builder.sign(key, hashes.SHA256(), ecdsa_deterministic=True)
+    return builder.sign(key, hashes.SHA256())
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -184,8 +249,10 @@ def _years(start: datetime.datetime, years: int) -> datetime.datetime:
 
 def _cert(role: str, key, issuer_role: str, issuer_key, issuer_cert: Optional[x509.Certificate],
           not_before: datetime.datetime, not_after: datetime.datetime, ca_pathlen: Optional[int],
-          crl: str, extra: Tuple[x509.ExtensionType, ...] = ()) -> x509.Certificate:
-    """One certificate; ``ca_pathlen`` None makes an end entity."""
+          crl: str, extra: Tuple[x509.ExtensionType, ...] = (), serial_tail: Optional[bytes] = None,
+          deterministic: bool = False) -> x509.Certificate:
+    """One certificate; ``ca_pathlen`` None makes an end entity. ``serial_tail`` and
+    ``deterministic`` make a re-issue reproducible (see :meth:`PlatformPki.from_blobs`)."""
     ca = ca_pathlen is not None
     issuer_public = issuer_key.public_key()
     builder = (
@@ -193,7 +260,7 @@ def _cert(role: str, key, issuer_role: str, issuer_key, issuer_cert: Optional[x5
         .subject_name(_name(role))
         .issuer_name(issuer_cert.subject if issuer_cert is not None else _name(issuer_role))
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(_serial(serial_tail))
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public), critical=False)
@@ -206,19 +273,20 @@ def _cert(role: str, key, issuer_role: str, issuer_key, issuer_cert: Optional[x5
             data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
             encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=ca_pathlen), critical=True)
+        .add_extension(_simulation_extension(), critical=False)
     )
     for ext in extra:
         builder = builder.add_extension(ext, critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+    return _sign(builder, issuer_key, deterministic)
 
 
 def _pck_cert(key, ca_key, ca_cert: x509.Certificate, ppid: bytes, instance: bytes, tcb: PckTcb,
-              start: datetime.datetime) -> x509.Certificate:
+              start: datetime.datetime, end: Optional[datetime.datetime] = None, **reissue) -> x509.Certificate:
     extension = x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID),
                                            sgx_extension(ppid, tcb, instance))
-    return _cert("pck", key, "pck_ca", ca_key, ca_cert, start,
-                 min(_years(start, PCK_YEARS), ca_cert.not_valid_after_utc), None, "pck-platform-ca",
-                 extra=(extension,))
+    end = end or min(_years(start, PCK_YEARS), ca_cert.not_valid_after_utc)
+    return _cert("pck", key, "pck_ca", ca_key, ca_cert, start, end, None, "pck-platform-ca",
+                 extra=(extension,), **reissue)
 
 
 def _now() -> datetime.datetime:
@@ -256,6 +324,9 @@ class PlatformPki:
     ppid: bytes
     platform_instance_id: bytes
     tcb: PckTcb
+    # True when from_blobs re-issued an older version's certificates with the current
+    # names: the caller should save this PKI (to_blobs) in place of what it loaded.
+    renamed: bool = field(default=False, compare=False)
 
     # -- making ------------------------------------------------------------------------
 
@@ -377,10 +448,45 @@ class PlatformPki:
                 raise bad(f"{name} certificate does not match its key")
         if len(ppid) != PPID_SIZE or len(instance) != PLATFORM_INSTANCE_ID_SIZE:
             raise bad("PPID or platform instance ID of the wrong length")
-        return cls(root_key=keys["root_ca"], root_cert=certs["root_ca"], pck_ca_key=keys["pck_ca"],
-                   pck_ca_cert=certs["pck_ca"], pck_key=keys["pck"], pck_cert=certs["pck"],
-                   tcb_key=keys["tcb_signing"], tcb_cert=certs["tcb_signing"],
-                   attestation_key=keys["attestation"], ppid=ppid, platform_instance_id=instance, tcb=tcb)
+        pki = cls(root_key=keys["root_ca"], root_cert=certs["root_ca"], pck_ca_key=keys["pck_ca"],
+                  pck_ca_cert=certs["pck_ca"], pck_key=keys["pck"], pck_cert=certs["pck"],
+                  tcb_key=keys["tcb_signing"], tcb_cert=certs["tcb_signing"],
+                  attestation_key=keys["attestation"], ppid=ppid, platform_instance_id=instance, tcb=tcb)
+        return pki if pki.has_current_names() else pki._reissued_with_current_names()
+
+    def _certs(self) -> Dict[str, x509.Certificate]:
+        return {"root_ca": self.root_cert, "pck_ca": self.pck_ca_cert, "pck": self.pck_cert,
+                "tcb_signing": self.tcb_cert}
+
+    def has_current_names(self) -> bool:
+        """Whether every certificate carries this version's subject and issuer names."""
+        issuers = {"root_ca": "root_ca", "pck_ca": "root_ca", "pck": "pck_ca", "tcb_signing": "root_ca"}
+        return all(cert.subject == _name(role) and cert.issuer == _name(issuers[role])
+                   for role, cert in self._certs().items())
+
+    def _reissued_with_current_names(self) -> "PlatformPki":
+        """The four certificates again, with the current names and marks: same keys, same
+        validity, serials derived from the old certificates, RFC 6979 signatures, so the
+        result depends only on what was stored."""
+
+        def tail(cert: x509.Certificate) -> bytes:
+            return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+        def kept(cert: x509.Certificate) -> dict:
+            return dict(not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                        serial_tail=tail(cert), deterministic=True)
+
+        root = _cert("root_ca", self.root_key, "root_ca", self.root_key, None, ca_pathlen=1, crl="root-ca",
+                     **kept(self.root_cert))
+        pck_ca = _cert("pck_ca", self.pck_ca_key, "root_ca", self.root_key, root, ca_pathlen=0, crl="root-ca",
+                       **kept(self.pck_ca_cert))
+        tcb_cert = _cert("tcb_signing", self.tcb_key, "root_ca", self.root_key, root, ca_pathlen=None,
+                         crl="root-ca", **kept(self.tcb_cert))
+        old = self.pck_cert
+        pck = _pck_cert(self.pck_key, self.pck_ca_key, pck_ca, self.ppid, self.platform_instance_id, self.tcb,
+                        old.not_valid_before_utc, old.not_valid_after_utc, serial_tail=tail(old),
+                        deterministic=True)
+        return replace(self, root_cert=root, pck_ca_cert=pck_ca, tcb_cert=tcb_cert, pck_cert=pck, renamed=True)
 
     def fingerprint(self) -> str:
         """SHA-256 of the root certificate (DER): names the trust anchor to relying parties."""

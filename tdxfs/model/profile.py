@@ -13,14 +13,48 @@ certificate and the quote header carry. Together with ``cpusvn`` and
 The default MRTD and RTMR0-2 come from a synthetic boot (``BOOT_EVENTS``): each event's
 SHA-384 digest is extended, in order, into a register that starts at zero, exactly as
 TDG.MR.RTMR.EXTEND would do it. RTMR3 starts at zero (left for the OS and applications).
+Each boot event has a TCG event type and its text as event data; they are the first
+entries of the TD's event log (``tdxfs.model.eventlog``), MRTD's included.
+
+Boot events of a profile. A profile TOML may carry its own list, which then replaces the
+default list entirely::
+
+    [[boot_event]]
+    register = "mrtd"                 # "mrtd", "rtmr0".."rtmr3", or an RTMR index 0..3
+    type = "EV_EFI_PLATFORM_FIRMWARE_BLOB2"   # a TCG name or a number; default EV_IPL
+    data = "firmware volume"          # event data as text, or data_hex = "..." for bytes
+    digest = "<96 hex chars>"         # optional; default SHA-384 of the data
+
+The registers are then computed from the events (from zero; a register without events is
+zero). Rules where values and events meet, for each of mrtd and rtmr0..3:
+
+* A register set explicitly *and* by boot events must agree with their replay (the value
+  is then a check); a different value is refused, naming the field.
+* A register set explicitly with no events for it keeps its value, but the event log
+  cannot reproduce it (no digest extends zero to a chosen value): ``unreproducible()``
+  names such registers and the mount log says so. Replaying the log then gives the
+  register only relative to that start value.
+* Without a ``[[boot_event]]`` list, the default events of a register are kept when the
+  register is not set or set to exactly what they give (so the output of ``profile show``
+  loads back unchanged); a register set to another value drops them (previous behaviour:
+  the explicit value wins).
+* EV_NO_ACTION is refused as a boot event type: such an event is logged but never
+  extended, and tools take it for the log's header.
+
+The profile digest that binds a state directory covers the boot events only when they
+differ from the default ones, so a state directory made before event logs existed still
+opens with the same profile.
 """
 
 import hashlib
+import json
+import struct
 import tomllib
 from dataclasses import dataclass
-from typing import Dict, Mapping, Tuple
+from typing import Dict, List, Mapping, Tuple
 
-from tdxfs.errors import ConfigError
+from tdxfs.errors import ConfigError, InvalidInput
+from tdxfs.model import eventlog as ev
 from tdxfs.model.abi import MEASUREMENT_SIZE, RTMR_COUNT
 
 ZERO48 = bytes(MEASUREMENT_SIZE)
@@ -28,20 +62,22 @@ ZERO48 = bytes(MEASUREMENT_SIZE)
 SEPT_VE_DISABLE = 1 << 28
 DEBUG = 1 << 0
 
-# (register, event description). Register "mrtd" or an RTMR index. The conventions follow
-# TDVF/edk2: firmware volumes into MRTD, firmware configuration into RTMR0, the kernel
-# into RTMR1, command line and initrd into RTMR2.
-BOOT_EVENTS: Tuple[Tuple[object, str], ...] = (
-    ("mrtd", "tdxfs synthetic boot: TDVF boot firmware volume (BFV)"),
-    ("mrtd", "tdxfs synthetic boot: TDVF TD HOB and TEMP_MEM pages"),
-    (0, "tdxfs synthetic boot: TD HOB"),
-    (0, "tdxfs synthetic boot: configuration firmware volume (CFV)"),
-    (0, "tdxfs synthetic boot: EV_SEPARATOR"),
-    (1, "tdxfs synthetic boot: EFI boot services application (vmlinuz)"),
-    (1, "tdxfs synthetic boot: EV_SEPARATOR"),
-    (2, "tdxfs synthetic boot: kernel command line console=hvc0 root=/dev/vda1 ro"),
-    (2, "tdxfs synthetic boot: initrd"),
+# (register, TCG event type, event text). Register "mrtd" or an RTMR index. The
+# conventions follow TDVF/edk2: firmware volumes into MRTD, firmware configuration into
+# RTMR0, the kernel into RTMR1, command line and initrd into RTMR2. Each event's digest is
+# SHA-384 of its text, which is also its event data.
+BOOT_EVENTS: Tuple[Tuple[object, int, str], ...] = (
+    ("mrtd", ev.EV_EFI_PLATFORM_FIRMWARE_BLOB2, "tdxfs synthetic boot: TDVF boot firmware volume (BFV)"),
+    ("mrtd", ev.EV_EFI_HANDOFF_TABLES2, "tdxfs synthetic boot: TDVF TD HOB and TEMP_MEM pages"),
+    (0, ev.EV_EFI_HANDOFF_TABLES2, "tdxfs synthetic boot: TD HOB"),
+    (0, ev.EV_EFI_PLATFORM_FIRMWARE_BLOB2, "tdxfs synthetic boot: configuration firmware volume (CFV)"),
+    (0, ev.EV_SEPARATOR, "tdxfs synthetic boot: EV_SEPARATOR"),
+    (1, ev.EV_EFI_BOOT_SERVICES_APPLICATION, "tdxfs synthetic boot: EFI boot services application (vmlinuz)"),
+    (1, ev.EV_SEPARATOR, "tdxfs synthetic boot: EV_SEPARATOR"),
+    (2, ev.EV_IPL, "tdxfs synthetic boot: kernel command line console=hvc0 root=/dev/vda1 ro"),
+    (2, ev.EV_EVENT_TAG, "tdxfs synthetic boot: initrd"),
 )
+REGISTERS = ("mrtd",) + tuple(f"rtmr{i}" for i in range(RTMR_COUNT))
 
 
 def extend_digest(register: bytes, data48: bytes) -> bytes:
@@ -49,12 +85,29 @@ def extend_digest(register: bytes, data48: bytes) -> bytes:
     return hashlib.sha384(register + data48).digest()
 
 
+def _mr_of(target) -> int:
+    return ev.MRTD_INDEX if target == "mrtd" else int(target) + 1
+
+
+def default_boot_events() -> Tuple[ev.Event, ...]:
+    return tuple(ev.Event(_mr_of(target), etype, hashlib.sha384(text.encode()).digest(), text.encode())
+                 for target, etype, text in BOOT_EVENTS)
+
+
+_DEFAULT_EVENTS = default_boot_events()
+
+
 def synthetic_boot() -> Dict[str, bytes]:
-    regs = {"mrtd": ZERO48, **{f"rtmr{i}": ZERO48 for i in range(RTMR_COUNT)}}
-    for target, event in BOOT_EVENTS:
-        name = target if isinstance(target, str) else f"rtmr{target}"
-        regs[name] = extend_digest(regs[name], hashlib.sha384(event.encode()).digest())
-    return regs
+    return ev.replay(_DEFAULT_EVENTS)
+
+
+_DEFAULT_CHAINS = synthetic_boot()
+
+
+def derived_default_events(fields: Mapping[str, bytes]) -> Tuple[ev.Event, ...]:
+    """The default boot events of every register whose value is what they give."""
+    keep = {name for name in REGISTERS if fields[name] == _DEFAULT_CHAINS[name]}
+    return tuple(e for e in _DEFAULT_EVENTS if e.register in keep)
 
 
 def _u64(value: int) -> bytes:
@@ -118,12 +171,24 @@ def _default_fields() -> Dict[str, bytes]:
 @dataclass(frozen=True)
 class TdProfile:
     fields: Mapping[str, bytes]
+    boot_events: Tuple[ev.Event, ...] = ()
 
     def __getitem__(self, name: str) -> bytes:
         return self.fields[name]
 
     def boot_rtmrs(self) -> Tuple[bytes, ...]:
         return tuple(self.fields[f"rtmr{i}"] for i in range(RTMR_COUNT))
+
+    def unreproducible(self) -> List[str]:
+        """Registers whose profile value the boot events do not give (set explicitly)."""
+        chains = ev.replay(self.boot_events)
+        return [name for name in REGISTERS if self.fields[name] != chains[name]]
+
+    def notices(self) -> List[str]:
+        """What the mount log should say about this profile (one line each)."""
+        return [f"profile sets {name} without boot events that produce it: the event log cannot "
+                f"reproduce {name} (replaying the log gives it only relative to its profile value)"
+                for name in self.unreproducible()]
 
     @property
     def pcesvn(self) -> int:
@@ -136,17 +201,32 @@ class TdProfile:
             if _LATER_FIELD_DEFAULTS.get(name) == self.fields[name]:
                 continue
             h.update(name.encode() + b"=" + self.fields[name] + b";")
+        if tuple(self.boot_events) != derived_default_events(self.fields):
+            h.update(b"boot_events=")
+            for e in self.boot_events:
+                h.update(struct.pack("<III", e.mr, e.event_type, len(e.data)) + e.digest + e.data)
+            h.update(b";")
         return h.hexdigest()
 
     def as_toml(self) -> str:
         top = [f'{n} = "{v.hex()}"' for n, v in self.fields.items() if "." not in n and n != "pcesvn"]
         top.append(f"pcesvn = {self.pcesvn}")  # an SVN reads better as a number
         tcb = [f'{n.split(".", 1)[1]} = "{v.hex()}"' for n, v in self.fields.items() if "." in n]
-        return "\n".join(top + ["", "[tee_tcb_info]"] + tcb) + "\n"
+        events: List[str] = []
+        for e in self.boot_events:
+            events += ["", "[[boot_event]]", f'register = "{e.register}"',
+                       f'type = "{ev.event_type_name(e.event_type)}"']
+            if e.data and all(0x20 <= b < 0x7F for b in e.data):
+                events.append(f"data = {json.dumps(e.data.decode('ascii'))}")
+            elif e.data:
+                events.append(f'data_hex = "{e.data.hex()}"')
+            if not e.data or e.digest != hashlib.sha384(e.data).digest():
+                events.append(f'digest = "{e.digest.hex()}"')
+        return "\n".join(top + ["", "[tee_tcb_info]"] + tcb + events) + "\n"
 
 
 def default_profile() -> TdProfile:
-    return TdProfile(_default_fields())
+    return TdProfile(_default_fields(), _DEFAULT_EVENTS)
 
 
 def _parse_value(name: str, value) -> bytes:
@@ -182,13 +262,94 @@ def _flatten(doc: Mapping, prefix: str = "") -> Dict[str, object]:
     return flat
 
 
+_EVENT_KEYS = ("register", "type", "data", "data_hex", "digest")
+
+
+def _parse_boot_event(number: int, table) -> ev.Event:
+    where = f"profile boot_event {number}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table ([[boot_event]])")
+    unknown = sorted(set(table) - set(_EVENT_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(_EVENT_KEYS)})")
+    reg = table.get("register")
+    if isinstance(reg, int) and not isinstance(reg, bool) and 0 <= reg < RTMR_COUNT:
+        mr = reg + 1
+    elif isinstance(reg, str) and reg.strip().lower() in REGISTERS:
+        mr = REGISTERS.index(reg.strip().lower())
+    else:
+        raise ConfigError(f"{where}: register must be \"mrtd\", \"rtmr0\"..\"rtmr3\" or 0..3, got {reg!r}")
+    etype = table.get("type", ev.RUNTIME_EVENT_TYPE)
+    try:
+        if isinstance(etype, bool):
+            raise InvalidInput("a boolean")
+        etype = etype if isinstance(etype, int) else ev.parse_event_type(etype)
+        if not 0 <= etype <= 0xFFFFFFFF:
+            raise InvalidInput(f"{etype} out of range")
+    except InvalidInput as exc:
+        raise ConfigError(f"{where}: bad type: {exc}") from None
+    if etype == ev.EV_NO_ACTION:
+        raise ConfigError(f"{where}: EV_NO_ACTION events are never extended; not a boot measurement")
+    if "data" in table and "data_hex" in table:
+        raise ConfigError(f"{where}: give data or data_hex, not both")
+    data = b""
+    if "data" in table:
+        if not isinstance(table["data"], str):
+            raise ConfigError(f"{where}: data must be a string (use data_hex for bytes)")
+        data = table["data"].encode()
+    elif "data_hex" in table:
+        data = _hex(table["data_hex"], f"{where}: data_hex")
+    if len(data) > ev.MAX_EVENT_DATA:
+        raise ConfigError(f"{where}: event data over {ev.MAX_EVENT_DATA} bytes")
+    if "digest" in table:
+        digest = _hex(table["digest"], f"{where}: digest")
+        if len(digest) != MEASUREMENT_SIZE:
+            raise ConfigError(f"{where}: digest must be {MEASUREMENT_SIZE} bytes ({2 * MEASUREMENT_SIZE} hex chars)")
+    elif "data" in table or "data_hex" in table:
+        digest = hashlib.sha384(data).digest()
+    else:
+        raise ConfigError(f"{where}: needs data, data_hex or digest")
+    return ev.Event(mr, etype, digest, data)
+
+
+def _hex(value, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a hex string")
+    try:
+        return bytes.fromhex(value.strip().lower().removeprefix("0x"))
+    except ValueError:
+        raise ConfigError(f"{where}: not valid hex") from None
+
+
+def parse_boot_events(tables) -> Tuple[ev.Event, ...]:
+    if not isinstance(tables, list):
+        raise ConfigError("profile boot_event: expected an array of tables ([[boot_event]])")
+    return tuple(_parse_boot_event(n + 1, t) for n, t in enumerate(tables))
+
+
 def profile_from_mapping(doc: Mapping) -> TdProfile:
     fields = _default_fields()
+    doc = dict(doc)
+    tables = doc.pop("boot_event", None)
+    explicit = set()
     for name, value in _flatten(doc).items():
         if name not in FIELD_SIZES:
-            raise ConfigError(f"profile field '{name}': unknown field (known: {', '.join(FIELD_SIZES)})")
+            raise ConfigError(f"profile field '{name}': unknown field (known: {', '.join(FIELD_SIZES)}, "
+                              "and [[boot_event]] tables)")
         fields[name] = _parse_value(name, value)
-    return TdProfile(fields)
+        explicit.add(name)
+    if tables is None:
+        return TdProfile(fields, derived_default_events(fields))
+    events = parse_boot_events(tables)
+    chains = ev.replay(events)
+    for name in REGISTERS:
+        has_events = any(e.register == name for e in events)
+        if name not in explicit:
+            fields[name] = chains[name]
+        elif has_events and fields[name] != chains[name]:
+            raise ConfigError(f"profile field '{name}': set to {fields[name].hex()} but its boot events "
+                              f"give {chains[name].hex()}; give the events or the value, or make them agree")
+    return TdProfile(fields, events)
 
 
 def load_profile(path: str) -> TdProfile:

@@ -1,38 +1,82 @@
-"""The state directory: the platform secret, its PKI and the TD's live registers, durable.
+"""The state directory: the platform secret, its PKI, the TD's event log and REPORTDATA, durable.
 
 Layout of DIR (0700, files 0600):
   lock               flock'ed by the one daemon serving this state
   platform-secret    32 raw bytes: the platform's MAC key seed
   platform-pki.json  the simulated PKI (keys and certificates, PEM) and the QE's attestation
                      key (tdxfs.model.pki), with a checksum
-  td-state.json      RTMR0-3, REPORTDATA, the digest of the profile they belong to, a checksum
+  td-state.json      REPORTDATA, the digest of the profile the TD belongs to, a checksum
+                     (format tdxfs-state-v2)
+  event-log          the TD's event log, the source of truth for RTMR0-3 (below)
 
-Every save is write-temp, fsync, rename, fsync(DIR), so once ``save`` returns the new
-values survive ``kill -9`` and power loss. A missing, truncated, unparsable or
-checksum-failing file refuses the start with a message naming the file; nothing is ever
-reset silently (``reset=True`` does it on purpose). The one file created for an existing
-directory is platform-pki.json, for a directory made before tdxfs produced quotes.
+td-state.json and the other JSON files are saved write-temp, fsync, rename, fsync(DIR),
+so once a save returns the new values survive ``kill -9`` and power loss.
+
+event-log: the header ``tdxfs event log v1\n``, then one self-checking record per event,
+the profile's boot events first::
+
+    "tdxR"  u32 L  payload[L]  chain[32]
+    payload = u32 MR index, u32 event type, digest[48], event data (L - 56 bytes)
+    chain   = SHA-256(previous chain || "tdxR" || L || payload); the first previous
+              chain is SHA-256(header)
+
+An extend appends its record at the end, then fdatasync: the extend is acknowledged only
+when the record (and so the register, which is computed from the log) is durable. A
+failed append is cut off again before the error is returned. At start the RTMRs are the
+profile's boot values extended by the records after the boot events, so replaying the log
+always gives the RTMRs. A record interrupted by a crash can only be the last thing in the
+file and was never acknowledged: an incomplete record, a last record whose chain does not
+check, or a zero-filled tail shorter than a record is dropped at start (the file is
+truncated to the last good record, and the TD's ``notices`` say so). Anything else that
+does not check - a bad record followed by more data, a wrong header, a log that does not
+begin with the profile's boot events - refuses the start with a message naming the file.
+
+A missing, truncated, unparsable or checksum-failing file refuses the start with a
+message naming the file; nothing is ever reset silently (``reset=True`` does it on
+purpose). Files created for an existing directory: platform-pki.json, for a directory
+made before tdxfs produced quotes (and rewritten once, re-issued with Intel's subject
+names, for one made before the certificates carried them); event-log (and td-state.json rewritten as v2) for a
+directory made before event logs (format tdxfs-state-v1, RTMRs kept in td-state.json):
+such a directory is migrated when its RTMRs are still the profile's boot values (its log
+is then exactly the boot events); if RTMRs were extended after boot, the extends were
+never logged and cannot be replayed, so the start is refused with a message saying how
+to proceed (keep using the earlier tdxfs for that TD, or --reset).
 """
 
 import fcntl
 import hashlib
 import json
 import os
-from typing import Optional, Sequence, Tuple
+import struct
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from tdxfs.errors import ConfigError, StateError
+from tdxfs.errors import ConfigError, InvalidInput, StateError
 from tdxfs.model import abi
+from tdxfs.model.eventlog import MAX_EVENT_DATA, Event, EventLog
 from tdxfs.model.pki import PckTcb, PlatformPki
 from tdxfs.model.profile import TdProfile
 from tdxfs.model.qe import QuotingEnclave
-from tdxfs.model.td import PLATFORM_SECRET_SIZE, Platform, TrustDomain
+from tdxfs.model.td import PLATFORM_SECRET_SIZE, Platform, TrustDomain, registers_from_log
 
-FORMAT = "tdxfs-state-v1"
+FORMAT = "tdxfs-state-v2"
+FORMAT_V1 = "tdxfs-state-v1"  # RTMRs in td-state.json, no event log (before issue 7)
 PKI_FORMAT = "tdxfs-pki-state-v1"
 SECRET_FILE = "platform-secret"
 PKI_FILE = "platform-pki.json"
 TD_FILE = "td-state.json"
+LOG_FILE = "event-log"
 LOCK_FILE = "lock"
+
+LOG_HEADER = b"tdxfs event log v1\n"
+RECORD_MAGIC = b"tdxR"
+_RECORD_HEAD = struct.Struct("<4sI")
+_PAYLOAD_HEAD = struct.Struct("<II")
+CHAIN_SIZE = 32
+MIN_PAYLOAD = _PAYLOAD_HEAD.size + abi.MEASUREMENT_SIZE
+MAX_PAYLOAD = MIN_PAYLOAD + MAX_EVENT_DATA
+MAX_RECORD = _RECORD_HEAD.size + MAX_PAYLOAD + CHAIN_SIZE
+_NEW_FILE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _write_durable(dirfd: int, name: str, data: bytes) -> None:
@@ -53,24 +97,24 @@ def _checksum(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def encode_td_state(profile_digest: str, rtmrs: Sequence[bytes], reportdata: bytes) -> bytes:
+def encode_td_state(profile_digest: str, reportdata: bytes) -> bytes:
     body = {
         "format": FORMAT,
         "profile_digest": profile_digest,
-        "rtmrs": [r.hex() for r in rtmrs],
         "reportdata": reportdata.hex(),
     }
     return (json.dumps({**body, "checksum": _checksum(body)}, indent=1) + "\n").encode()
 
 
-def _checked_document(raw: bytes, where: str, fmt: str) -> dict:
+def _checked_document(raw: bytes, where: str, fmt: Union[str, Tuple[str, ...]]) -> dict:
     """A state file's JSON with its format and checksum checked; ConfigError otherwise."""
+    formats = (fmt,) if isinstance(fmt, str) else fmt
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _corrupt(where, "not JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise _corrupt(where, f"format is not {fmt}")
+    if not isinstance(doc, dict) or doc.get("format") not in formats:
+        raise _corrupt(where, f"format is not {' or '.join(formats)}")
     checksum = doc.pop("checksum", None)
     if checksum != _checksum(doc):
         raise _corrupt(where, "checksum mismatch")
@@ -82,19 +126,113 @@ def _corrupt(where: str, why: str) -> ConfigError:
                        "Use --reset to start a fresh TD on purpose")
 
 
-def decode_td_state(raw: bytes, where: str) -> Tuple[str, Tuple[bytes, ...], bytes]:
-    doc = _checked_document(raw, where, FORMAT)
+class TdState(NamedTuple):
+    format: str
+    profile_digest: str
+    reportdata: bytes
+    rtmrs: Optional[Tuple[bytes, ...]]  # only in the v1 format
+
+
+def decode_td_state(raw: bytes, where: str) -> TdState:
+    """td-state.json, the current format or v1 (which also carries RTMR0-3)."""
+    doc = _checked_document(raw, where, (FORMAT, FORMAT_V1))
+    rtmrs = None
     try:
-        rtmrs = tuple(bytes.fromhex(r) for r in doc["rtmrs"])
+        if doc["format"] == FORMAT_V1:
+            rtmrs = tuple(bytes.fromhex(r) for r in doc["rtmrs"])
         reportdata = bytes.fromhex(doc["reportdata"])
-        digest = str(doc["profile_digest"])
-    except (KeyError, TypeError, ValueError):
+        digest = doc["profile_digest"]
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise _corrupt(where, "fields missing or not hex") from None
-    if len(rtmrs) != abi.RTMR_COUNT or any(len(r) != abi.MEASUREMENT_SIZE for r in rtmrs):
+    if not isinstance(digest, str):
+        raise _corrupt(where, "profile_digest is not a string")
+    if rtmrs is not None and (len(rtmrs) != abi.RTMR_COUNT or any(len(r) != abi.MEASUREMENT_SIZE for r in rtmrs)):
         raise _corrupt(where, "RTMR values of the wrong count or length")
     if len(reportdata) != abi.REPORTDATA_SIZE:
         raise _corrupt(where, "REPORTDATA of the wrong length")
-    return digest, rtmrs, reportdata
+    return TdState(doc["format"], digest, reportdata, rtmrs)
+
+
+# -- the event log file ---------------------------------------------------------------------
+
+_FIRST_CHAIN = hashlib.sha256(LOG_HEADER).digest()
+
+
+def encode_log_record(chain: bytes, event: Event) -> Tuple[bytes, bytes]:
+    """(the record for ``event`` after a record whose chain is ``chain``, its chain)."""
+    payload = _PAYLOAD_HEAD.pack(event.mr, event.event_type) + event.digest + event.data
+    if len(payload) > MAX_PAYLOAD:
+        raise InvalidInput(f"event data is limited to {MAX_EVENT_DATA} bytes")
+    head = _RECORD_HEAD.pack(RECORD_MAGIC, len(payload))
+    new_chain = hashlib.sha256(chain + head + payload).digest()
+    return head + payload + new_chain, new_chain
+
+
+def encode_log(events: Sequence[Event]) -> Tuple[bytes, bytes]:
+    """(a whole event-log file for ``events``, the chain of its last record)."""
+    parts, chain = [LOG_HEADER], _FIRST_CHAIN
+    for event in events:
+        record, chain = encode_log_record(chain, event)
+        parts.append(record)
+    return b"".join(parts), chain
+
+
+@dataclass
+class DecodedLog:
+    events: List[Event]
+    length: int  # bytes up to the end of the last good record
+    chain: bytes  # the chain of the last good record
+    torn: int  # bytes dropped after it (0: none)
+
+
+def decode_log(raw: bytes, where: str) -> DecodedLog:
+    """The records of an event-log file; a torn last record is reported, not refused.
+    ConfigError for anything else that does not check."""
+    if not raw.startswith(LOG_HEADER):
+        if LOG_HEADER.startswith(raw) or not raw.strip(b"\0"):
+            # Shorter than its header (or zero-filled): the file was never completed.
+            raise _corrupt(where, "the file is empty or incomplete")
+        raise _corrupt(where, "not a tdxfs event log (wrong header)")
+    pos, chain, events = len(LOG_HEADER), _FIRST_CHAIN, []
+    while pos < len(raw):
+        rest = len(raw) - pos
+        bad = _check_record(raw, pos, chain)
+        if bad is None:
+            (length,) = struct.unpack_from("<I", raw, pos + 4)
+            end = pos + _RECORD_HEAD.size + length
+            payload = raw[pos + _RECORD_HEAD.size : end]
+            chain = raw[end : end + CHAIN_SIZE]
+            mr, etype = _PAYLOAD_HEAD.unpack_from(payload, 0)
+            try:
+                events.append(Event(mr, etype, payload[8 : 8 + abi.MEASUREMENT_SIZE], payload[MIN_PAYLOAD:]))
+            except InvalidInput as exc:
+                raise _corrupt(where, f"record {len(events)} at offset {pos}: {exc}") from None
+            pos = end + CHAIN_SIZE
+            continue
+        why, at_tail = bad
+        if at_tail or (rest <= MAX_RECORD and not raw[pos:].strip(b"\0")):
+            return DecodedLog(events, pos, chain, rest)
+        raise _corrupt(where, f"record {len(events)} at offset {pos}: {why}, and more data follows it")
+    return DecodedLog(events, pos, chain, 0)
+
+
+def _check_record(raw: bytes, pos: int, chain: bytes):
+    """None when the record at ``pos`` checks; else (why, whether it is the file's last thing)."""
+    rest = len(raw) - pos
+    if rest < _RECORD_HEAD.size:
+        return "incomplete record header", True
+    magic, length = _RECORD_HEAD.unpack_from(raw, pos)
+    if magic != RECORD_MAGIC:
+        return "no record marker", False
+    if not MIN_PAYLOAD <= length <= MAX_PAYLOAD:
+        return f"record length {length} out of range", False
+    end = pos + _RECORD_HEAD.size + length + CHAIN_SIZE
+    if end > len(raw):
+        return "incomplete record", True
+    expected = hashlib.sha256(chain + raw[pos : end - CHAIN_SIZE]).digest()
+    if raw[end - CHAIN_SIZE : end] != expected:
+        return "checksum chain broken", end == len(raw)
+    return None
 
 
 def encode_pki(pki: PlatformPki) -> bytes:
@@ -128,10 +266,16 @@ def read_pki(path: str) -> PlatformPki:
 
 
 class StateDir:
-    """An opened, locked state directory."""
+    """An opened, locked state directory; the TD's store (``append_event``,
+    ``save_reportdata``) once :meth:`open_td` has run."""
 
     def __init__(self, path: str, reset: bool = False):
         self.path = os.path.abspath(path)
+        self._logfd: Optional[int] = None
+        self._log_size = 0
+        self._log_chain = _FIRST_CHAIN
+        self._log_broken: Optional[str] = None
+        self._digest: Optional[str] = None
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             os.chmod(self.path, 0o700)
@@ -146,7 +290,7 @@ class StateDir:
             self.close()
             raise ConfigError(f"state directory {self.path} is in use by another tdxfs daemon") from None
         if reset:
-            for name in (SECRET_FILE, PKI_FILE, TD_FILE):
+            for name in (SECRET_FILE, PKI_FILE, TD_FILE, LOG_FILE, f".{LOG_FILE}.tmp"):
                 try:
                     os.unlink(name, dir_fd=self._dirfd)
                 except FileNotFoundError:
@@ -154,10 +298,10 @@ class StateDir:
             os.fsync(self._dirfd)
 
     def close(self) -> None:
-        for fd in (getattr(self, "_lockfd", None), getattr(self, "_dirfd", None)):
+        for fd in (getattr(self, "_logfd", None), getattr(self, "_lockfd", None), getattr(self, "_dirfd", None)):
             if fd is not None:
                 os.close(fd)
-        self._lockfd = self._dirfd = None
+        self._logfd = self._lockfd = self._dirfd = None
 
     def _read(self, name: str) -> Optional[bytes]:
         try:
@@ -172,25 +316,93 @@ class StateDir:
         except OSError as exc:
             raise ConfigError(f"state file {self.path}/{name} is unreadable: {exc.strerror}") from None
 
+    def _open_log(self) -> Optional[bytes]:
+        """Open event-log for appending (kept as self._logfd) and return its bytes; None
+        when there is none."""
+        where = f"{self.path}/{LOG_FILE}"
+        try:
+            fd = os.open(LOG_FILE, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
+        self._logfd = fd
+        return b"".join(chunks)
+
     def open_td(self, profile: TdProfile) -> TrustDomain:
-        """Resume the TD kept here, or create it (fresh secret, PKI, boot-time RTMRs) if DIR
+        """Resume the TD kept here, or create it (fresh secret, PKI, boot event log) if DIR
         is new. The TD's ``qe`` is the platform's quoting enclave."""
         secret = self._read(SECRET_FILE)
         pki_raw = self._read(PKI_FILE)
         td_raw = self._read(TD_FILE)
+        log_raw = self._open_log()
         where = f"{self.path}/{SECRET_FILE}"
+        td_where, log_where = f"{self.path}/{TD_FILE}", f"{self.path}/{LOG_FILE}"
         if secret is None and pki_raw is not None:
             raise ConfigError(f"state file {where} is missing but {PKI_FILE} exists; refusing to start. "
                               "Use --reset to start a fresh TD on purpose")
         if secret is None and td_raw is not None:
             raise ConfigError(f"state file {where} is missing but {TD_FILE} exists; refusing to start. "
                               "Use --reset to start a fresh TD on purpose")
+        if secret is None and log_raw is not None:
+            raise ConfigError(f"state file {where} is missing but {LOG_FILE} exists; refusing to start. "
+                              "Use --reset to start a fresh TD on purpose")
         if secret is not None and td_raw is None:
-            raise ConfigError(f"state file {self.path}/{TD_FILE} is missing but {SECRET_FILE} exists; refusing "
+            raise ConfigError(f"state file {td_where} is missing but {SECRET_FILE} exists; refusing "
                               "to start. Use --reset to start a fresh TD on purpose")
         if secret is not None and len(secret) != PLATFORM_SECRET_SIZE:
             raise ConfigError(f"state file {where} is corrupt ({len(secret)} bytes, expected "
                               f"{PLATFORM_SECRET_SIZE}); refusing to start. Use --reset to start a fresh TD on purpose")
+
+        digest = profile.digest()
+        notices: List[str] = []
+        migrate = torn = False
+        if td_raw is None:  # a new TD
+            events: Sequence[Event] = tuple(profile.boot_events)
+            reportdata = bytes(abi.REPORTDATA_SIZE)
+        else:
+            stored = decode_td_state(td_raw, td_where)
+            if stored.profile_digest != digest:
+                raise ConfigError(f"state directory {self.path} belongs to a TD with another profile; "
+                                  "use the same --profile, or --reset to start a fresh TD")
+            reportdata = stored.reportdata
+            if stored.format == FORMAT_V1:
+                if stored.rtmrs != profile.boot_rtmrs():
+                    raise ConfigError(
+                        f"state file {td_where} was written by an earlier tdxfs ({FORMAT_V1}, no event log) "
+                        "and its RTMRs were extended after boot; those extends were never logged, so this "
+                        "TD cannot be migrated to one whose event log replays to its RTMRs. Keep using the "
+                        "earlier tdxfs for this TD, or start a fresh TD with --reset (new platform key: "
+                        "its earlier reports and quotes no longer verify)")
+                events, migrate = tuple(profile.boot_events), True
+                notices.append(f"state directory {self.path}: migrated from {FORMAT_V1} (RTMRs at their boot "
+                               f"values); wrote {LOG_FILE} with the profile's boot events")
+            else:
+                if log_raw is None:
+                    raise ConfigError(f"state file {log_where} is missing but {TD_FILE} exists; refusing to "
+                                      "start. Use --reset to start a fresh TD on purpose")
+                decoded = decode_log(log_raw, log_where)
+                events = decoded.events
+                try:
+                    registers_from_log(profile, events)
+                except InvalidInput as exc:
+                    raise _corrupt(log_where, str(exc)) from None
+                if decoded.torn:
+                    torn = True
+                    notices.append(f"state file {log_where}: dropped {decoded.torn} bytes of an interrupted, "
+                                   "never acknowledged record at its end")
+        pki = self._open_pki(pki_raw, profile) if secret is not None else None  # refusals before writes
+
         if secret is None:
             platform = Platform()
             try:
@@ -199,45 +411,122 @@ class StateDir:
                 raise ConfigError(f"cannot write state file {where}: {exc.strerror}") from None
         else:
             platform = Platform(secret)
+        self._digest = digest
+        try:
+            if td_raw is None or migrate:
+                self._create_log(events)
+                _write_durable(self._dirfd, TD_FILE, encode_td_state(digest, reportdata))
+            elif torn:
+                os.ftruncate(self._logfd, decoded.length)
+                os.fsync(self._logfd)
+            if not (td_raw is None or migrate):
+                self._log_size, self._log_chain = decoded.length, decoded.chain
+        except OSError as exc:
+            raise ConfigError(f"cannot write state in {self.path}: {exc.strerror}") from None
+        except InvalidInput as exc:  # a boot event too large for a log record
+            raise ConfigError(f"cannot write state in {self.path}: {exc}") from None
+        if pki is None:
+            pki = self._open_pki(pki_raw, profile)
 
-        digest = profile.digest()
-        if td_raw is None:
-            rtmrs, reportdata = profile.boot_rtmrs(), bytes(abi.REPORTDATA_SIZE)
-            self.save(digest, rtmrs, reportdata)
-        else:
-            stored_digest, rtmrs, reportdata = decode_td_state(td_raw, f"{self.path}/{TD_FILE}")
-            if stored_digest != digest:
-                raise ConfigError(f"state directory {self.path} belongs to a TD with another profile; "
-                                  "use the same --profile, or --reset to start a fresh TD")
-        pki = self._open_pki(pki_raw, profile)  # after the profile check: a refusal changes nothing
+        td = TrustDomain(platform, profile, reportdata=reportdata, event_log=EventLog(events),
+                         store=self, qe=QuotingEnclave(platform, pki))
+        td.notices = td.notices + tuple(notices)
+        return td
 
-        def persist(new_rtmrs, new_reportdata):
-            self.save(digest, new_rtmrs, new_reportdata)
-
-        return TrustDomain(platform, profile, rtmrs=rtmrs, reportdata=reportdata, persist=persist,
-                           qe=QuotingEnclave(platform, pki))
+    def _create_log(self, events: Sequence[Event]) -> None:
+        """Write a whole new event-log (temp file, fsync, rename, fsync DIR) and keep it open."""
+        data, chain = encode_log(events)
+        tmp = f".{LOG_FILE}.tmp"
+        try:
+            os.unlink(tmp, dir_fd=self._dirfd)  # left by a creation that was interrupted
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_RDWR | _NEW_FILE, 0o600, dir_fd=self._dirfd)
+        try:
+            _write_all(fd, data, 0)
+            os.fsync(fd)
+            os.rename(tmp, LOG_FILE, src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
+            os.fsync(self._dirfd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._logfd is not None:
+            os.close(self._logfd)
+        self._logfd, self._log_size, self._log_chain = fd, len(data), chain
 
     def _open_pki(self, raw: Optional[bytes], profile: TdProfile) -> PlatformPki:
         """The stored PKI, or a new one (a new platform, or a directory from before quotes).
-        A PCK certificate for another TCB than the profile's is re-issued, as PCS would."""
+        A PCK certificate for another TCB than the profile's is re-issued, as PCS would; a
+        PKI from before the certificates carried Intel's subject names is saved re-issued."""
         tcb = pck_tcb(profile)
         if raw is None:
             pki = PlatformPki.generate(tcb)
         else:
             pki = decode_pki(raw, f"{self.path}/{PKI_FILE}")
-            if pki.tcb == tcb:
+            if pki.tcb == tcb and not pki.renamed:
                 return pki
-            pki = pki.reissue_pck(tcb)
+            if pki.tcb != tcb:
+                pki = pki.reissue_pck(tcb)
         try:
             _write_durable(self._dirfd, PKI_FILE, encode_pki(pki))
         except OSError as exc:
             raise ConfigError(f"cannot write state file {self.path}/{PKI_FILE}: {exc.strerror}") from None
         return pki
 
-    def save(self, profile_digest: str, rtmrs: Sequence[bytes], reportdata: bytes) -> None:
-        if self._dirfd is None:
+    # -- the TD's store -----------------------------------------------------------------------
+
+    def append_event(self, event: Event) -> None:
+        """Append the event's record to event-log and make it durable; on failure cut it off
+        again and raise StateError (the TD then changes nothing)."""
+        if self._dirfd is None or self._logfd is None:
+            raise StateError(f"cannot save state in {self.path}: the state directory is closed")
+        if self._log_broken is not None:
+            raise StateError(f"cannot save state in {self.path}: {self._log_broken}")
+        try:
+            record, chain = encode_log_record(self._log_chain, event)
+        except InvalidInput as exc:
+            raise StateError(f"cannot save state in {self.path}: {exc}") from None
+        try:
+            _write_all(self._logfd, record, self._log_size)
+            os.fdatasync(self._logfd)
+        except OSError as exc:
+            self._cut_log_back()
+            raise StateError(f"cannot save state in {self.path}: {exc.strerror}") from None
+        self._log_size += len(record)
+        self._log_chain = chain
+
+    def _cut_log_back(self) -> None:
+        try:
+            os.ftruncate(self._logfd, self._log_size)
+            os.fdatasync(self._logfd)
+        except OSError as exc:
+            # The file may now end in a partial record that a later append would bury:
+            # refuse further extends; a restart drops the partial record as torn.
+            self._log_broken = f"{LOG_FILE} could not be cut back after a failed append ({exc.strerror}); restart"
+
+    def save_reportdata(self, reportdata: bytes) -> None:
+        if self._dirfd is None or self._digest is None:
             raise StateError(f"cannot save state in {self.path}: the state directory is closed")
         try:
-            _write_durable(self._dirfd, TD_FILE, encode_td_state(profile_digest, rtmrs, reportdata))
+            _write_durable(self._dirfd, TD_FILE, encode_td_state(self._digest, reportdata))
         except OSError as exc:
             raise StateError(f"cannot save state in {self.path}: {exc.strerror}") from None
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def read_event_log(path: str) -> List[Event]:
+    """The events kept in state directory ``path`` (read without its lock; a torn last
+    record is left out). ConfigError when the log is missing or corrupt."""
+    where = os.path.join(os.path.abspath(path), LOG_FILE)
+    try:
+        with open(where, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
+    return decode_log(raw, where).events

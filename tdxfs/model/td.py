@@ -3,10 +3,16 @@
 Three front ends (the register files, the ioctl node, the configfs tree) all call
 :meth:`TrustDomain.report`, :meth:`TrustDomain.extend` and :meth:`Platform.verify_report`.
 
-Locking: one lock per TD guards its mutable registers (RTMRs, the shared REPORTDATA). A
-mutation holds it while the new value is made durable (so the registers and the state
-directory never disagree and a failed write changes nothing); building a report only
-copies the registers under the lock and does the hashing and MAC outside it.
+Locking: one lock per TD guards its mutable registers (RTMRs, the shared REPORTDATA) and
+its event log. A mutation holds it while the new value is made durable (so the registers,
+the log and the state directory never disagree and a failed write changes nothing);
+building a report only copies the registers under the lock and does the hashing and MAC
+outside it.
+
+The event log (``td.event_log``, :mod:`tdxfs.model.eventlog`): the profile's boot events
+first, then one event per extend, appended under the same lock as the register change.
+Replaying it from zero gives RTMR0-3 (and MRTD), except for a register the profile sets
+explicitly without events (``td.notices`` says which).
 
 The MAC: the real TDX module's MAC algorithm is unpublished. tdxfs uses
 HMAC-SHA-256 over TDREPORT bytes 0..223 (REPORTMACSTRUCT up to the MAC), keyed with
@@ -19,10 +25,11 @@ import hmac
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 from tdxfs.errors import DeviceError, InvalidInput
 from tdxfs.model import abi
+from tdxfs.model.eventlog import EV_NO_ACTION, MAX_EVENT_DATA, RUNTIME_EVENT_TYPE, Event, EventLog
 from tdxfs.model.profile import TdProfile, extend_digest
 
 PLATFORM_SECRET_SIZE = 32
@@ -32,6 +39,30 @@ _MAC_KEY_LABEL = b"tdxfs REPORTMACSTRUCT MAC key v1"
 Persist = Callable[[Tuple[bytes, ...], bytes], None]
 # A quoting enclave: TDREPORT -> quote; raises DeviceError (EIO) for a report it refuses.
 QuoteFn = Callable[[bytes], bytes]
+
+
+class TdStore(Protocol):
+    """Where a TD keeps its state durably (tdxfs.model.state). Each call returns only once
+    the change is durable, and raises StateError (changing nothing) when it cannot."""
+
+    def append_event(self, event: Event) -> None: ...
+
+    def save_reportdata(self, reportdata: bytes) -> None: ...
+
+
+def registers_from_log(profile: TdProfile, events: Sequence[Event]) -> Tuple[bytes, ...]:
+    """RTMR0-3 of a TD whose log is ``events``: the profile's boot values extended by the
+    events after its boot events. InvalidInput when the log does not start with the
+    profile's boot events or a later event cannot be a runtime extend."""
+    boot = tuple(profile.boot_events)
+    if tuple(events[: len(boot)]) != boot:
+        raise InvalidInput("the event log does not start with the profile's boot events")
+    rtmrs = list(profile.boot_rtmrs())
+    for n, event in enumerate(events[len(boot):], start=len(boot)):
+        if event.mr == 0 or event.event_type == EV_NO_ACTION:
+            raise InvalidInput(f"event {n} ({event.register}, type {event.event_type:#x}) is not an RTMR extend")
+        rtmrs[event.mr - 1] = extend_digest(rtmrs[event.mr - 1], event.digest)
+    return tuple(rtmrs)
 
 
 @dataclass(frozen=True)
@@ -111,14 +142,24 @@ class TrustDomain:
         reportdata: bytes = bytes(abi.REPORTDATA_SIZE),
         persist: Optional[Persist] = None,
         qe: Optional[QuoteFn] = None,
+        event_log: Optional[EventLog] = None,
+        store: Optional[TdStore] = None,
     ):
+        """``event_log``: the log so far (default: the profile's boot events); without
+        ``rtmrs`` the registers are computed from it. ``store`` keeps events and REPORTDATA
+        durably; ``persist`` (older hook) is called with all registers on every change."""
         self.platform = platform
         self.qe = qe
         self.profile = profile
         self._lock = threading.Lock()
-        self._rtmrs: Tuple[bytes, ...] = tuple(rtmrs) if rtmrs is not None else profile.boot_rtmrs()
+        self.event_log = event_log if event_log is not None else EventLog(profile.boot_events)
+        if rtmrs is None:
+            rtmrs = registers_from_log(profile, self.event_log.events())
+        self._rtmrs: Tuple[bytes, ...] = tuple(rtmrs)
         self._reportdata = check_reportdata(reportdata)
         self._persist = persist
+        self._store = store
+        self.notices: Tuple[str, ...] = tuple(profile.notices())
         self._build_static_parts()
 
     def _build_static_parts(self) -> None:
@@ -172,24 +213,46 @@ class TrustDomain:
 
     @staticmethod
     def _check_index(index: int) -> None:
-        if not 0 <= index < abi.RTMR_COUNT:
-            raise InvalidInput(f"RTMR index {index} out of range 0..{abi.RTMR_COUNT - 1}")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < abi.RTMR_COUNT:
+            raise InvalidInput(f"RTMR index {index!r} out of range 0..{abi.RTMR_COUNT - 1}")
 
-    def extend(self, index: int, data48: bytes) -> bytes:
-        """RTMR[index] = SHA-384(RTMR[index] || data48); durable before it returns."""
+    def extend(self, index: int, data48: bytes, event_type: int = RUNTIME_EVENT_TYPE,
+               event_data: bytes = b"") -> bytes:
+        """RTMR[index] = SHA-384(RTMR[index] || data48), and Event(index + 1, event_type,
+        data48, event_data) appended to the event log, together under the TD's lock;
+        durable before it returns. Invalid arguments change nothing (InvalidInput)."""
         self._check_index(index)
-        if len(data48) != abi.MEASUREMENT_SIZE:
-            raise InvalidInput(f"extend data must be {abi.MEASUREMENT_SIZE} bytes, got {len(data48)}")
+        if not isinstance(data48, (bytes, bytearray, memoryview)) or len(data48) != abi.MEASUREMENT_SIZE:
+            size = len(data48) if isinstance(data48, (bytes, bytearray, memoryview)) else "no"
+            raise InvalidInput(f"extend data must be {abi.MEASUREMENT_SIZE} bytes, got {size}")
+        if not isinstance(event_data, (bytes, bytearray, memoryview)):
+            raise InvalidInput("event data must be bytes")
+        if len(event_data) > MAX_EVENT_DATA:
+            raise InvalidInput(f"event data is limited to {MAX_EVENT_DATA} bytes, got {len(event_data)}")
+        event = Event(index + 1, event_type, bytes(data48), bytes(event_data))  # validates the type
+        if event.event_type == EV_NO_ACTION:
+            raise InvalidInput("EV_NO_ACTION events are never extended; use another event type")
         with self._lock:
             rtmrs = list(self._rtmrs)
-            rtmrs[index] = extend_digest(rtmrs[index], bytes(data48))
+            rtmrs[index] = extend_digest(rtmrs[index], event.digest)
+            # Durable first: if it raises, neither the registers nor the log changed.
+            if self._store is not None:
+                self._store.append_event(event)
             self._commit(tuple(rtmrs), self._reportdata)
+            self.event_log.append(event)
             return rtmrs[index]
 
     def set_reportdata(self, data64: bytes) -> None:
         data = check_reportdata(data64)
         with self._lock:
+            if self._store is not None:
+                self._store.save_reportdata(data)
             self._commit(self._rtmrs, data)
+
+    def log_snapshot(self) -> Tuple[Tuple[Event, ...], Tuple[bytes, ...]]:
+        """The events and RTMR0-3 at one instant (no extend between the two)."""
+        with self._lock:
+            return self.event_log.events(), self._rtmrs
 
     def _commit(self, rtmrs: Tuple[bytes, ...], reportdata: bytes) -> None:
         # Persist first: if it raises, nothing in memory changed either.

@@ -109,7 +109,7 @@ def setup_logging(mountpoint: str, stream=None, path: Optional[str] = None, debu
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def _serve(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) -> None:
+def serve_mount(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) -> None:
     # Imported here: the model and the CLI's other commands need no FUSE binding.
     from tdxfs.server.adapter import operations
     from tdxfs.server.binding import NAME, libfuse_version, serve
@@ -118,6 +118,8 @@ def _serve(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) ->
     ops = operations(Tree.for_td(td, server), on_ready=on_ready)
     log = logging.getLogger("tdxfs")
     log.info("serving on %s via %s, libfuse %s", mountpoint, NAME, libfuse_version())
+    for notice in td.notices:  # what the start-up has to tell the operator (tdxfs.model.machine)
+        log.warning("%s", notice)
     # libfuse2 opens the mountpoint to check it is empty, which would trigger (and wait for)
     # the autofs mount we are replacing; libfuse3 no longer checks.
     over_autofs = {"nonempty": True} if libfuse_version().startswith("2") and \
@@ -138,7 +140,7 @@ def mount(cfg: MountConfig) -> int:
     if cfg.foreground or cfg.debug:
         setup_logging(mountpoint, debug=cfg.debug, path=cfg.log)
         try:
-            _serve(cfg, mountpoint, td)
+            serve_mount(cfg, mountpoint, td)
         finally:
             close()
         return 0
@@ -168,7 +170,7 @@ def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain) -> int:
 
         code = 0
         try:
-            _serve(cfg, mountpoint, td, on_ready=ready)
+            serve_mount(cfg, mountpoint, td, on_ready=ready)
         except BaseException as exc:  # report why, then exit non-zero
             logging.getLogger("tdxfs").error("mount failed: %s", exc)
             code = 1

@@ -56,7 +56,9 @@ def test_configfs_directories(tree, path):
 
 
 def test_root_counts_tsm_as_a_subdirectory(tree):
-    assert tree.attrs("/")["st_nlink"] == 3
+    subdirs = [n for n in tree.listdir("/") if stat.S_ISDIR(tree.attrs(f"/{n}")["st_mode"])]
+    assert "tsm" in subdirs
+    assert tree.attrs("/")["st_nlink"] == 2 + len(subdirs)
 
 
 def test_mkdir_makes_exactly_the_tdx_attributes(tree, x):
@@ -158,15 +160,75 @@ def test_refusals_outside_configfs_unchanged(tree):
     assert refused(tree.refuse, "create", None) == errno.EPERM
 
 
-def test_instance_cap_default_and_enospc(tree):
-    assert configfs.MAX_INSTANCES == 4096
-    for i in range(configfs.MAX_INSTANCES):
+def test_no_cap_below_the_kernels(tree):
+    """The kernel sets no limit on report instances (only ENOMEM): 5000 leaked instances,
+    past the 4096 an earlier version allowed, all listed newest first, all working."""
+    count = 5000
+    for i in range(count):
         tree.mkdir(inst(f"entry{i:010d}"))
-    assert refused(tree.mkdir, inst("one-more")) == errno.ENOSPC
+    names = list(tree.listdir(REPORT))
+    assert names == [f"entry{i:010d}" for i in reversed(range(count))]
+    assert tree.attrs(REPORT)["st_nlink"] == 2 + count
     assert refused(tree.mkdir, inst("entry0000000000")) == errno.EEXIST  # a taken name is still EEXIST
+    for name in ("entry0000000000", "entry0000004999"):
+        write_inblob(tree, name, NONCE)
+        assert generation(tree, name) == 1
+        assert outblob(tree, name)[REPORTDATA_IN_FAKE_QUOTE] == NONCE
     tree.rmdir(inst("entry0000000007"))
-    tree.mkdir(inst("one-more"))
-    assert tree.attrs(REPORT)["st_nlink"] == 2 + configfs.MAX_INSTANCES
+    assert tree.attrs(REPORT)["st_nlink"] == 2 + count - 1
+    assert generation(tree, "entry0000000008") == 0
+
+
+def _group(tree):
+    return tree.lookup(REPORT)
+
+
+def test_memory_exhaustion_at_mkdir_is_enomem_and_changes_nothing(tree, x, monkeypatch):
+    write_inblob(tree, x, NONCE)
+    before = list(tree.listdir(REPORT))
+
+    def no_memory(*args, **kw):
+        raise MemoryError()
+
+    monkeypatch.setattr(configfs, "ReportInstance", no_memory)
+    assert refused(tree.mkdir, inst("entry0000000001")) == errno.ENOMEM
+    assert refused(tree.mkdir, inst(x)) == errno.EEXIST  # a taken name is EEXIST before any allocation
+    monkeypatch.undo()
+    assert list(tree.listdir(REPORT)) == before
+    assert tree.attrs(REPORT)["st_nlink"] == 2 + len(before)
+    assert refused(tree.attrs, inst("entry0000000001")) == errno.ENOENT
+    assert generation(tree, x) == 1  # the existing instance is untouched
+    tree.mkdir(inst("entry0000000001"))  # memory back: the name is free
+    assert generation(tree, "entry0000000001") == 0
+
+
+def test_memory_exhaustion_while_growing_the_name_table_is_enomem(tree, x):
+    """The table itself failing to grow (a dict resize) is ENOMEM too, with nothing added."""
+
+    class Full(dict):
+        def __setitem__(self, key, value):
+            raise MemoryError()
+
+    group = _group(tree)
+    group.entries = Full(group.entries)
+    assert refused(tree.mkdir, inst("y")) == errno.ENOMEM
+    assert list(tree.listdir(REPORT)) == [x]
+    assert refused(tree.attrs, inst("y")) == errno.ENOENT
+
+
+def test_an_idle_instance_is_compact(tree, x):
+    """No per-instance dict, no lock of its own, no attribute nodes kept: the name table
+    holds only ``ReportInstance`` objects, with slots."""
+    instance = _group(tree).entries[x]
+    assert isinstance(instance, configfs.ReportInstance)
+    assert not hasattr(instance, "__dict__")
+    held = {slot: getattr(instance, slot) for slot in configfs.ReportInstance.__slots__}
+    assert held.pop("_group") is _group(tree)  # shared by every instance
+    assert not any(isinstance(v, (type(configfs.STATE_LOCKS[0]), dict, configfs.Node)) for v in held.values())
+    # lookups make views: two lookups are two objects over the same instance
+    assert tree.lookup(inst(x)) is not tree.lookup(inst(x))
+    assert tree.lookup(f"{inst(x)}/inblob").instance is instance
+    assert refused(tree.attrs, f"{inst(x)}/auxblob") == errno.ENOENT  # other providers' attributes
 
 
 def test_kinds_for_stats(tree, x):

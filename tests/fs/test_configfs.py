@@ -378,18 +378,24 @@ def test_rmdir_while_fds_are_open(mnt):
     assert generation(instance(mnt, "x")) == 0  # the same name is a new instance
 
 
-def test_leaked_instances_are_tolerated_up_to_the_cap(mnt):
-    """4096 instances that nobody removes; the 4097th mkdir is ENOSPC until one goes."""
-    for i in range(4096):
-        os.mkdir(instance(mnt, f"entry{i:010d}"))
-    assert len(os.listdir(mnt.path(REPORT))) == 4096
-    log = Rejections(mnt)
-    done = in_dir(mnt.path(REPORT), "mkdir one-more")
-    assert done.returncode != 0 and b"No space left on device" in done.stderr
-    log.expect(("mkdir", f"{REPORT}/one-more", errno.ENOSPC))
-    assert in_dir(mnt.path(REPORT), "rmdir entry0000000000 && mkdir one-more").returncode == 0
-    put(os.path.join(instance(mnt, "one-more"), "inblob"), NONCE)
-    assert generation(instance(mnt, "one-more")) == 1
+def test_leaked_instances_have_no_cap_below_the_kernels(mnt):
+    """5000 instances that nobody removes (past the 4096 an earlier version allowed): every
+    mkdir succeeds, the listing shows them all, newest first, and they all still work."""
+    count = 5000
+    names = [f"entry{i:010d}" for i in range(count)]
+    for name in names:
+        os.mkdir(instance(mnt, name))
+    listed = os.listdir(mnt.path(REPORT))
+    assert listed == names[::-1]
+    assert os.stat(mnt.path(REPORT)).st_nlink == 2 + count
+    assert errno_of(os.mkdir, instance(mnt, names[0])) == errno.EEXIST
+    for name in (names[0], names[-1]):
+        put(os.path.join(instance(mnt, name), "inblob"), NONCE)
+        assert generation(instance(mnt, name)) == 1
+        check_quote(mnt, slurp(os.path.join(instance(mnt, name), "outblob")), NONCE)
+    assert in_dir(mnt.path(REPORT), "rmdir entry0000000007 && mkdir one-more").returncode == 0
+    assert len(os.listdir(mnt.path(REPORT))) == count
+    assert not [line for line in mnt.rejections() if "mkdir" in line and "EEXIST" not in line]
 
 
 def test_stats_counts_configfs_kinds(mnt):

@@ -1,13 +1,18 @@
-"""The state directory (tdxfs.model.state): durable RTMRs, REPORTDATA and platform secret.
+"""The state directory (tdxfs.model.state): durable RTMRs (from the event log), REPORTDATA
+and platform secret.
 
-Nothing is mounted; the TD is driven through the model API only.
+Nothing is mounted; the TD is driven through the model API only. The event-log file and
+the v1 td-state.json are built here from their documented layouts, not by the code under
+test.
 """
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -15,6 +20,7 @@ import textwrap
 import pytest
 
 from tdxfs.errors import ConfigError, StateError
+from tdxfs.model import eventlog as ev
 from tdxfs.model import state as state_mod
 from tdxfs.model.profile import default_profile, profile_from_mapping
 from tdxfs.model.state import StateDir, encode_td_state
@@ -22,6 +28,7 @@ from tests.model import reference as ref
 
 SECRET_FILE = "platform-secret"
 TD_FILE = "td-state.json"
+LOG_FILE = "event-log"
 DATA = bytes([0x99]) * 48
 
 
@@ -117,10 +124,12 @@ def test_every_extend_is_on_disk_before_extend_returns(tmp_path):
     path = tmp_path / "state"
     with opened(path) as st:
         td = st.open_td(default_profile())
-        for i in range(3):
-            td.extend(i, DATA)
-            _, rtmrs, _ = state_mod.decode_td_state((path / TD_FILE).read_bytes(), "test")
-            assert rtmrs == td.rtmrs()
+        for i in range(4):
+            td.extend(i, DATA, ev.EV_EVENT_TAG, b"step %d" % i)
+            events = state_mod.decode_log((path / LOG_FILE).read_bytes(), "test").events
+            assert events == list(td.event_log.events())
+            replayed = ev.replay(events)
+            assert tuple(replayed[f"rtmr{k}"] for k in range(4)) == td.rtmrs()
 
 
 def test_custom_profile_resumes(tmp_path):
@@ -171,15 +180,31 @@ def test_lock_held_by_another_process_is_refused(tmp_path):
 
 def _checksum_mismatch(raw: bytes) -> bytes:
     doc = json.loads(raw)
-    doc["rtmrs"][3] = "00" * 48
+    doc["reportdata"] = "00" * 64
     return json.dumps(doc).encode()
 
 
-def _wrong(rtmrs=None, reportdata=None):
+def _wrong(reportdata=None, digest=None):
     def make(raw: bytes) -> bytes:
-        digest, good_rtmrs, good_rd = state_mod.decode_td_state(raw, "test")
-        return encode_td_state(digest, good_rtmrs if rtmrs is None else rtmrs,
-                               good_rd if reportdata is None else reportdata)
+        stored = state_mod.decode_td_state(raw, "test")
+        return encode_td_state(stored.profile_digest if digest is None else digest,
+                               stored.reportdata if reportdata is None else reportdata)
+    return make
+
+
+def v1_document(digest: str, rtmrs, reportdata: bytes, **changes) -> bytes:
+    """A td-state.json as the previous version wrote it (format tdxfs-state-v1)."""
+    body = {"format": "tdxfs-state-v1", "profile_digest": digest, "rtmrs": [r.hex() for r in rtmrs],
+            "reportdata": reportdata.hex(), **changes}
+    checksum = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return (json.dumps({**body, "checksum": checksum}, indent=1) + "\n").encode()
+
+
+def _v1(rtmrs=None, reportdata=None):
+    def make(raw: bytes) -> bytes:
+        stored = state_mod.decode_td_state(raw, "test")
+        return v1_document(stored.profile_digest, default_profile().boot_rtmrs() if rtmrs is None else rtmrs,
+                           stored.reportdata if reportdata is None else reportdata)
     return make
 
 
@@ -191,11 +216,13 @@ CORRUPTIONS = {
     "checksum-mismatch": _checksum_mismatch,
     "no-checksum": lambda raw: json.dumps({k: v for k, v in json.loads(raw).items()
                                            if k != "checksum"}).encode(),
-    "rtmr-47-bytes": _wrong(rtmrs=[bytes(48)] * 3 + [bytes(47)]),
-    "rtmr-49-bytes": _wrong(rtmrs=[bytes(49)] + [bytes(48)] * 3),
-    "three-rtmrs": _wrong(rtmrs=[bytes(48)] * 3),
-    "five-rtmrs": _wrong(rtmrs=[bytes(48)] * 5),
+    "unknown-format": lambda raw: raw.replace(b"tdxfs-state-v2", b"tdxfs-state-v9"),
     "reportdata-63-bytes": _wrong(reportdata=bytes(63)),
+    "v1-rtmr-47-bytes": _v1(rtmrs=[bytes(48)] * 3 + [bytes(47)]),
+    "v1-rtmr-49-bytes": _v1(rtmrs=[bytes(49)] + [bytes(48)] * 3),
+    "v1-three-rtmrs": _v1(rtmrs=[bytes(48)] * 3),
+    "v1-five-rtmrs": _v1(rtmrs=[bytes(48)] * 5),
+    "v1-reportdata-63-bytes": _v1(reportdata=bytes(63)),
 }
 
 
@@ -306,45 +333,68 @@ def test_reset_starts_a_fresh_td_on_purpose(tmp_path, damage):
 # -- persist failures -------------------------------------------------------------------
 
 
-def test_failed_save_raises_state_error_and_changes_nothing(tmp_path):
-    """A save the filesystem refuses (the temp file's name is taken by a directory) leaves
-    the in-memory RTMR and REPORTDATA and the stored state as they were."""
+def test_failed_save_raises_state_error_and_changes_nothing(tmp_path, monkeypatch):
+    """An append the filesystem refuses (half a record written, then EIO) and a REPORTDATA
+    save it refuses (the temp file's name is taken by a directory) leave the in-memory
+    RTMRs, log and REPORTDATA and the stored state as they were."""
     path = tmp_path / "state"
     with opened(path) as st:
         td = st.open_td(default_profile())
         td.extend(3, DATA)
-        before_rtmrs, before_rd = td.rtmrs(), td.reportdata
-        os.mkdir(path / f".{TD_FILE}.tmp")
+        before_rtmrs, before_rd, before_log = td.rtmrs(), td.reportdata, td.event_log.events()
+        stored = (path / LOG_FILE).read_bytes()
+        real_write_all = state_mod._write_all
+
+        def half_then_eio(fd, data, offset):
+            real_write_all(fd, data[: len(data) // 2], offset)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        monkeypatch.setattr(state_mod, "_write_all", half_then_eio)
         with pytest.raises(StateError) as exc:
-            td.extend(3, DATA)
+            td.extend(3, DATA, ev.EV_IPL, b"lost")
         assert exc.value.errno == errno.EIO
+        assert (path / LOG_FILE).read_bytes() == stored  # the half record was cut off again
+        monkeypatch.setattr(state_mod, "_write_all", real_write_all)
+        os.mkdir(path / f".{TD_FILE}.tmp")
         with pytest.raises(StateError):
             td.set_reportdata(bytes([1]) * 64)
         assert td.rtmrs() == before_rtmrs
         assert td.reportdata == before_rd
+        assert td.event_log.events() == before_log
         assert td.verify_report(td.report()).ok
         os.rmdir(path / f".{TD_FILE}.tmp")
         td.extend(3, DATA)  # works again once the filesystem does
+        td.set_reportdata(bytes([1]) * 64)
         expected = ref.extended(before_rtmrs[3], DATA)
         assert td.rtmr(3) == expected
     with opened(path) as st:
-        assert st.open_td(default_profile()).rtmr(3) == expected
+        again = st.open_td(default_profile())
+        assert again.rtmr(3) == expected
+        assert again.reportdata == bytes([1]) * 64
+        assert again.event_log.events() == td.event_log.events()
 
 
 def test_disk_full_during_save_is_state_error(tmp_path, monkeypatch):
     path = tmp_path / "state"
     with opened(path) as st:
         td = st.open_td(default_profile())
-        before = td.rtmrs()
+        before, log = td.rtmrs(), td.event_log.events()
 
         def no_space(*args):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(state_mod, "_write_durable", no_space)
+        monkeypatch.setattr(state_mod, "_write_all", no_space)
         with pytest.raises(StateError) as exc:
             td.extend(0, DATA)
         assert os.strerror(errno.ENOSPC) in str(exc.value)
         assert td.rtmrs() == before
+        assert td.event_log.events() == log
+
+        monkeypatch.setattr(state_mod, "_write_durable", no_space)
+        with pytest.raises(StateError) as exc:
+            td.set_reportdata(bytes([2]) * 64)
+        assert os.strerror(errno.ENOSPC) in str(exc.value)
+        assert td.reportdata == bytes(64)
 
 
 def test_extend_after_close_fails_and_writes_nowhere(tmp_path, monkeypatch):
@@ -394,3 +444,309 @@ def test_acknowledged_extend_survives_kill_9(tmp_path):
         assert td.reportdata == bytes([0x55]) * 64
         assert td.report().hex() == report
         assert td.verify_report(bytes.fromhex(report)).ok
+
+
+# -- the event log file: the source of truth for RTMR0-3 ---------------------------------------
+
+LOG_HEADER = b"tdxfs event log v1\n"  # the layout documented in tdxfs/model/state.py
+
+
+def log_records(raw: bytes):
+    """Split an event-log file into (start, end) of each record, checking the chain on the way:
+    "tdxR", u32 L, payload[L], SHA-256(previous chain || "tdxR" || L || payload)."""
+    assert raw.startswith(LOG_HEADER)
+    pos, chain, spans = len(LOG_HEADER), hashlib.sha256(LOG_HEADER).digest(), []
+    while pos < len(raw):
+        assert raw[pos:pos + 4] == b"tdxR"
+        (length,) = struct.unpack_from("<I", raw, pos + 4)
+        end = pos + 8 + length
+        assert raw[end:end + 32] == hashlib.sha256(chain + raw[pos:end]).digest()
+        chain = raw[end:end + 32]
+        spans.append((pos, end + 32))
+        pos = end + 32
+    return spans, chain
+
+
+def record(chain: bytes, mr: int, etype: int, digest: bytes, data: bytes) -> bytes:
+    payload = struct.pack("<II", mr, etype) + digest + data
+    head = b"tdxR" + struct.pack("<I", len(payload))
+    return head + payload + hashlib.sha256(chain + head + payload).digest()
+
+
+def test_log_file_layout_known_answer(tmp_path):
+    """A fresh directory's log is the boot events, each record packed as documented."""
+    path = tmp_path / "state"
+    with opened(path) as st:
+        st.open_td(default_profile())
+    raw = (path / LOG_FILE).read_bytes()
+    expected, chain = LOG_HEADER, hashlib.sha256(LOG_HEADER).digest()
+    types = [0x8000000A, 0x8000000B, 0x8000000B, 0x8000000A, 4, 0x80000003, 4, 0xD, 0x6]
+    for (name, text), etype in zip(ref.BOOT_EVENTS, types):
+        mr = 0 if name == "mrtd" else int(name[4:]) + 1
+        rec = record(chain, mr, etype, ref.sha384(text.encode()), text.encode())
+        expected, chain = expected + rec, rec[-32:]
+    assert raw == expected
+    assert mode(path / LOG_FILE) == 0o600
+
+
+def test_log_replays_to_rtmrs_across_restarts(tmp_path):
+    path = tmp_path / "state"
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        td.extend(3, DATA, ev.EV_EVENT_TAG, b"first \x00 app")
+        td.extend(1, bytes([7]) * 48)
+        events = td.event_log.events()
+    with opened(path) as st:
+        again = st.open_td(default_profile())
+        assert again.event_log.events() == events
+        assert again.rtmrs() == td.rtmrs()
+        assert again.notices == ()
+        replayed = ev.replay(ev.decode_ccel_data(again.event_log.ccel_data()))
+        assert tuple(replayed[f"rtmr{i}"] for i in range(4)) == again.rtmrs()
+    assert state_mod.read_event_log(str(path)) == list(events)
+
+
+@pytest.mark.parametrize("cut", ["header-part", "payload-part", "chain-part", "bad-chain", "zero-fill"])
+def test_torn_last_record_is_dropped(tmp_path, cut):
+    """What a crash in the middle of an unacknowledged append can leave at the end of the file."""
+    path = tmp_path / "state"
+    make_td(path)
+    raw = (path / LOG_FILE).read_bytes()
+    _, chain = log_records(raw)
+    rec = record(chain, 4, 0xD, bytes([0x42]) * 48, b"never acknowledged")
+    tail = {"header-part": rec[:5], "payload-part": rec[:40], "chain-part": rec[:-10],
+            "bad-chain": rec[:-1] + bytes([rec[-1] ^ 1]), "zero-fill": bytes(len(rec))}[cut]
+    (path / LOG_FILE).write_bytes(raw + tail)
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        assert td.rtmr(3) == ref.extended(default_profile()["rtmr3"], DATA)
+        assert any("dropped" in n and LOG_FILE in n for n in td.notices)
+        assert (path / LOG_FILE).read_bytes() == raw  # cut back to the last good record
+        td.extend(3, DATA)  # and appends continue cleanly after it
+    with opened(path) as st:
+        again = st.open_td(default_profile())
+        assert again.rtmr(3) == ref.extended(ref.extended(default_profile()["rtmr3"], DATA), DATA)
+        assert again.notices == ()
+
+
+def _flip(raw: bytes, at: int) -> bytes:
+    return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1:]
+
+
+def _log_corruptions(raw: bytes):
+    spans, _ = log_records(raw)
+    (s1, e1), (s_last, e_last) = spans[1], spans[-1]
+    other = default_profile().boot_events[0]
+    return {
+        "empty": b"",
+        "half-header": raw[:10],
+        "wrong-header": b"tdxfs event log v9\n" + raw[len(LOG_HEADER):],
+        "digest-bit-in-a-middle-record": _flip(raw, s1 + 20),
+        "chain-bit-in-a-middle-record": _flip(raw, e1 - 1),
+        "marker-of-a-middle-record": raw[:s1] + b"XdxR" + raw[s1 + 4:],
+        "length-of-a-middle-record": raw[:s1 + 4] + struct.pack("<I", 10 ** 9) + raw[s1 + 8:],
+        "record-removed": raw[:s1] + raw[e1:],
+        "records-swapped": raw[:spans[-2][0]] + raw[s_last:e_last] + raw[spans[-2][0]:s_last],
+        "garbage-after-the-end": raw + b"\x01" * 300000,
+        # well-formed, but not this profile's boot events
+        "not-the-boot-events": LOG_HEADER + record(hashlib.sha256(LOG_HEADER).digest(), 1, other.event_type,
+                                                   other.digest, other.data),
+    }
+
+
+@pytest.mark.parametrize("kind", [
+    "empty", "half-header", "wrong-header", "digest-bit-in-a-middle-record", "chain-bit-in-a-middle-record",
+    "marker-of-a-middle-record", "length-of-a-middle-record", "record-removed", "records-swapped",
+    "garbage-after-the-end", "not-the-boot-events"])
+def test_corrupt_log_is_refused_and_left_alone(tmp_path, kind):
+    path = tmp_path / "state"
+    make_td(path)
+    with opened(path) as st:  # one more runtime record, so a middle record is a runtime one too
+        st.open_td(default_profile()).extend(1, DATA)
+    good = (path / LOG_FILE).read_bytes()
+    bad = _log_corruptions(good)[kind]
+    assert bad != good
+    (path / LOG_FILE).write_bytes(bad)
+    message = refused(path)
+    assert f"{path}/{LOG_FILE}" in message and "--reset" in message, message
+    assert (path / LOG_FILE).read_bytes() == bad
+
+
+def test_missing_log_with_td_state_is_refused(tmp_path):
+    path = tmp_path / "state"
+    make_td(path)
+    os.unlink(path / LOG_FILE)
+    assert LOG_FILE in refused(path)
+    assert not (path / LOG_FILE).exists()
+
+
+def test_log_that_is_a_symlink_is_refused(tmp_path):
+    path = tmp_path / "state"
+    make_td(path)
+    os.rename(path / LOG_FILE, tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", path / LOG_FILE)
+    assert LOG_FILE in refused(path)
+
+
+def test_reset_removes_the_log(tmp_path):
+    path = tmp_path / "state"
+    make_td(path)
+    with opened(path, reset=True) as st:
+        td = st.open_td(default_profile())
+        assert td.event_log.events() == default_profile().boot_events
+    assert len(log_records((path / LOG_FILE).read_bytes())[0]) == len(ref.BOOT_EVENTS)
+
+
+# -- a state directory from the previous version (tdxfs-state-v1, no log) ------------------------
+
+
+def write_v1(path, rtmrs, reportdata=bytes(range(64)), profile=None):
+    """What the previous tdxfs left: secret, td-state.json v1 (RTMRs inside), no event-log."""
+    make_td(path, profile)
+    os.unlink(path / LOG_FILE)
+    digest = (profile or default_profile()).digest()
+    (path / TD_FILE).write_bytes(v1_document(digest, rtmrs, reportdata))
+
+
+def test_v1_state_at_boot_values_is_migrated(tmp_path):
+    path = tmp_path / "state"
+    write_v1(path, default_profile().boot_rtmrs())
+    secret = (path / SECRET_FILE).read_bytes()
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        assert td.rtmrs() == default_profile().boot_rtmrs()
+        assert td.reportdata == bytes(range(64))
+        assert td.platform.secret == secret
+        assert td.event_log.events() == default_profile().boot_events
+        assert any("migrated" in n for n in td.notices)
+        td.extend(3, DATA)
+    assert json.loads((path / TD_FILE).read_bytes())["format"] == "tdxfs-state-v2"
+    with opened(path) as st:
+        again = st.open_td(default_profile())
+        assert again.rtmr(3) == ref.extended(default_profile()["rtmr3"], DATA)
+        assert again.reportdata == bytes(range(64))
+
+
+def test_interrupted_migration_is_redone(tmp_path):
+    """A crash after the log was written but before td-state.json became v2."""
+    path = tmp_path / "state"
+    write_v1(path, default_profile().boot_rtmrs())
+    v1 = (path / TD_FILE).read_bytes()
+    with opened(path) as st:
+        st.open_td(default_profile())
+    (path / TD_FILE).write_bytes(v1)
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        assert td.event_log.events() == default_profile().boot_events
+        assert td.rtmrs() == default_profile().boot_rtmrs()
+
+
+def test_v1_state_with_extended_rtmrs_is_refused_with_how_to_proceed(tmp_path):
+    path = tmp_path / "state"
+    rtmrs = list(default_profile().boot_rtmrs())
+    rtmrs[3] = ref.extended(rtmrs[3], DATA)
+    write_v1(path, rtmrs)
+    before = {name: (path / name).read_bytes() for name in (TD_FILE, SECRET_FILE)}
+    message = refused(path)
+    assert TD_FILE in message and "tdxfs-state-v1" in message
+    assert "--reset" in message and "earlier tdxfs" in message
+    assert not (path / LOG_FILE).exists()  # nothing written
+    assert {name: (path / name).read_bytes() for name in before} == before
+
+
+def test_v1_state_of_another_profile_is_refused_as_before(tmp_path):
+    path = tmp_path / "state"
+    write_v1(path, default_profile().boot_rtmrs())
+    assert "another profile" in refused(path, profile_from_mapping({"mrconfigid": "01" * 48}))
+    assert not (path / LOG_FILE).exists()
+
+
+# -- kill -9 in the middle of a stream of extends --------------------------------------------
+
+EXTENDING_DAEMON = textwrap.dedent("""
+    import sys
+    from tdxfs.model.profile import default_profile
+    from tdxfs.model.state import StateDir
+    td = StateDir(sys.argv[1]).open_td(default_profile())
+    n = 0
+    while True:
+        td.extend(n % 4, bytes([n % 251]) * 48, 0xD, b"n=%d" % n)
+        print(n, td.rtmrs()[n % 4].hex(), flush=True)
+        n += 1
+""")
+
+
+def test_kill_9_during_extends_leaves_a_log_that_replays_to_the_rtmrs(tmp_path):
+    """Killed at an arbitrary point: every acknowledged extend is there, and the RTMRs are
+    exactly the replay of the log (at most the one unacknowledged extend more)."""
+    path = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-c", EXTENDING_DAEMON, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    acknowledged = []
+    for line in proc.stdout:
+        acknowledged.append(line.split())
+        if len(acknowledged) == 150:
+            break
+    proc.kill()
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        events = td.event_log.events()
+        runtime = events[len(ref.BOOT_EVENTS):]
+        assert len(acknowledged) <= len(runtime) <= len(acknowledged) + 1
+        for n, (count, value) in enumerate(acknowledged):
+            assert runtime[n].data == b"n=%d" % n
+        regs = ev.replay(events)
+        assert tuple(regs[f"rtmr{i}"] for i in range(4)) == td.rtmrs()
+        n, value = int(acknowledged[-1][0]), acknowledged[-1][1]
+        if len(runtime) == len(acknowledged):
+            assert td.rtmrs()[n % 4].hex() == value
+
+
+def test_concurrent_extends_with_a_state_directory_replay_after_restart(tmp_path):
+    from tests.model.test_threads import run_threads
+
+    path = tmp_path / "state"
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        run_threads(lambda k: [td.extend(k % 4, bytes([k, n]) + bytes(46), 0xD, b"%d" % k) for n in range(40)])
+        final = td.rtmrs()
+    with opened(path) as st:
+        again = st.open_td(default_profile())
+        assert again.rtmrs() == final
+        regs = ev.replay(again.event_log.events())
+        assert tuple(regs[f"rtmr{i}"] for i in range(4)) == final
+        assert len(again.event_log) == len(ref.BOOT_EVENTS) + 8 * 40
+
+
+def test_custom_boot_events_are_the_start_of_the_stored_log(tmp_path):
+    tables = [{"register": "mrtd", "type": "EV_EFI_PLATFORM_FIRMWARE_BLOB2", "data": "fw"},
+              {"register": 1, "type": "EV_EFI_BOOT_SERVICES_APPLICATION", "data": "kernel"}]
+    profile = profile_from_mapping({"boot_event": tables})
+    path = tmp_path / "state"
+    with opened(path) as st:
+        st.open_td(profile).extend(1, DATA)
+    spans, _ = log_records((path / LOG_FILE).read_bytes())
+    assert len(spans) == 3
+    with opened(path) as st:
+        td = st.open_td(profile)
+        assert td.rtmr(1) == ref.extended(ref.extended(bytes(48), ref.sha384(b"kernel")), DATA)
+        assert td.rtmr(0) == bytes(48)
+    other = profile_from_mapping({"boot_event": [tables[0], {**tables[1], "data": "another kernel"}]})
+    assert "another profile" in refused(path, other)
+
+
+def test_explicit_register_without_events_resumes_relative_to_its_value(tmp_path):
+    """The distinct profile sets every RTMR explicitly: the log cannot reproduce them; the
+    TD says so, and the runtime events still extend from the profile's values."""
+    profile = profile_from_mapping({"rtmr2": "c1" * 48})
+    path = tmp_path / "state"
+    with opened(path) as st:
+        td = st.open_td(profile)
+        assert any("rtmr2" in n for n in td.notices)
+        td.extend(2, DATA)
+    with opened(path) as st:
+        td = st.open_td(profile)
+        assert td.rtmr(2) == ref.extended(bytes([0xC1]) * 48, DATA)
+        assert td.event_log.events()[-1] == ev.Event(3, ev.EV_IPL, DATA, b"")

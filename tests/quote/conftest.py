@@ -4,8 +4,11 @@ import time
 
 import dcap_qvl
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from tdxfs.model import collateral as coll
+from tdxfs.model import pki as pki_module
 from tdxfs.model.machine import in_memory_td
 from tdxfs.model.profile import default_profile, profile_from_mapping
 
@@ -45,3 +48,29 @@ def pki(td):
 @pytest.fixture(scope="module")
 def quote(td):
     return td.quote(NONCE)
+
+
+# A PKI as the version before issue 7 kept it: CNs "tdxfs SIMULATED Intel SGX ... - not Intel",
+# only an O, random serials, no marker extension (written out here, not taken from the code).
+OLD_CN = {"root_ca": "tdxfs SIMULATED Intel SGX Root CA - not Intel",
+          "pck_ca": "tdxfs SIMULATED Intel SGX PCK Platform CA - not Intel",
+          "pck": "tdxfs SIMULATED Intel SGX PCK Certificate - not Intel",
+          "tcb_signing": "tdxfs SIMULATED Intel SGX TCB Signing - not Intel"}
+
+
+def old_pki_blobs(monkeypatch, tcb) -> dict:
+    """``to_blobs()`` of a PKI made with the old names (the stored format did not change)."""
+
+    def old_name(role):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, OLD_CN[role]),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tdxfs SIMULATED PKI - not Intel Corporation")])
+
+    with monkeypatch.context() as m:
+        m.setattr(pki_module, "_name", old_name)
+        m.setattr(pki_module, "_serial", lambda tail=None: x509.random_serial_number())
+        m.setattr(pki_module, "_simulation_extension",
+                  lambda: x509.SubjectAlternativeName([x509.DNSName("old.tdxfs.invalid")]))
+        blobs = pki_module.PlatformPki.generate(tcb).to_blobs()
+    root = x509.load_pem_x509_certificate(blobs["root_ca.crt"].encode())
+    assert root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == OLD_CN["root_ca"]
+    return blobs

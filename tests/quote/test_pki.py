@@ -9,7 +9,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from tdxfs.errors import ConfigError
-from tdxfs.model.pki import FMSPC, SGX_EXTENSION_OID, PckTcb, PlatformPki
+from tdxfs.model.pki import FMSPC, SGX_EXTENSION_OID, SIMULATION_OID, PckTcb, PlatformPki, is_simulated
+
+from tests.quote.conftest import old_pki_blobs
 
 TCB = PckTcb(bytes.fromhex("04040218ff0300000000000000000000"), 13)
 
@@ -23,17 +25,59 @@ def _certs(pki):
     return {"root": pki.root_cert, "pck_ca": pki.pck_ca_cert, "pck": pki.pck_cert, "tcb": pki.tcb_cert}
 
 
-def test_every_subject_and_issuer_says_simulated(pki):
+# Intel's names, written out here (Intel SGX PCK Certificate and CRL Profile), not taken from the code.
+INTEL_CN = {"root": "Intel SGX Root CA", "pck_ca": "Intel SGX PCK Platform CA",
+            "pck": "Intel SGX PCK Certificate", "tcb": "Intel SGX TCB Signing"}
+ISSUER = {"root": "root", "pck_ca": "root", "pck": "pck_ca", "tcb": "root"}
+
+
+def _one(dn, oid) -> str:
+    values = dn.get_attributes_for_oid(oid)
+    assert len(values) == 1, dn
+    return values[0].value
+
+
+def test_common_names_are_intels_exactly(pki):
+    for name, cert in _certs(pki).items():
+        assert _one(cert.subject, NameOID.COMMON_NAME) == INTEL_CN[name]
+        assert _one(cert.issuer, NameOID.COMMON_NAME) == INTEL_CN[ISSUER[name]]
+        assert cert.issuer == _certs(pki)[ISSUER[name]].subject
+
+
+def test_everything_but_the_common_name_says_simulated(pki):
     for name, cert in _certs(pki).items():
         for dn in (cert.subject, cert.issuer):
-            cn = dn.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-            org = dn.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
-            assert "SIMULATED" in cn and "not Intel" in cn, name
+            org = _one(dn, NameOID.ORGANIZATION_NAME)
+            unit = _one(dn, NameOID.ORGANIZATIONAL_UNIT_NAME)
             assert "SIMULATED" in org and "not Intel" in org, name
+            assert "SIMULATED" in unit and "not issued by Intel" in unit, name
+        # the serial number starts with "tdxfsSIM" and fills the 20 bytes RFC 5280 allows
+        assert cert.serial_number.to_bytes(20, "big")[:8] == b"tdxfsSIM", name
+        assert cert.serial_number.bit_length() > 19 * 8, name
+        # the marker extension: non-critical, a UTF8String notice
+        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SIMULATION_OID))
+        assert not ext.critical
+        notice = ext.value.value
+        assert notice[0] == 0x0C and b"SIMULATED" in notice and b"not issued by Intel" in notice  # UTF8String
+        assert is_simulated(cert), name
     # the CRL distribution points lead nowhere real
     for cert in _certs(pki).values():
         points = cert.extensions.get_extension_for_oid(ExtensionOID.CRL_DISTRIBUTION_POINTS).value
         assert all(".invalid/" in n.value for p in points for n in p.full_name)
+
+
+def test_is_simulated_refuses_a_certificate_without_the_marks(pki):
+    """The mark check can fail: a certificate with Intel's CN and no tdxfs marks is not ours."""
+    from cryptography.hazmat.primitives import hashes
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Intel SGX Root CA"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Intel Corporation")])
+    plain = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(datetime.datetime(2020, 1, 1)).not_valid_after(datetime.datetime(2030, 1, 1))
+             .sign(key, hashes.SHA256()))
+    assert not is_simulated(plain)
 
 
 def test_chain_shape_as_intel_pcs(pki):
@@ -133,3 +177,35 @@ def test_platforms_get_their_own_keys(pki):
     assert other.root_der() != pki.root_der()
     assert other.ppid != pki.ppid
     assert other.attestation_key.private_numbers() != pki.attestation_key.private_numbers()
+
+
+# -- a PKI kept by an older version (CNs "tdxfs SIMULATED Intel SGX ... - not Intel") ----------------
+
+def test_an_older_pki_loads_reissued_with_the_current_names(monkeypatch):
+    blobs = old_pki_blobs(monkeypatch, TCB)
+    old = {name: x509.load_pem_x509_certificate(blobs[f"{name}.crt"].encode())
+           for name in ("root_ca", "pck_ca", "pck", "tcb_signing")}
+    pki = PlatformPki.from_blobs(blobs)
+    assert pki.renamed and pki.has_current_names()
+    for name, cert in _certs(pki).items():
+        assert _one(cert.subject, NameOID.COMMON_NAME) == INTEL_CN[name]
+        assert _one(cert.issuer, NameOID.COMMON_NAME) == INTEL_CN[ISSUER[name]]
+        assert is_simulated(cert), name
+    # the same keys and validity: only names, serials and the marker changed
+    for role, cert in zip(("root_ca", "pck_ca", "pck", "tcb_signing"),
+                          (pki.root_cert, pki.pck_ca_cert, pki.pck_cert, pki.tcb_cert)):
+        assert cert.public_key().public_numbers() == old[role].public_key().public_numbers()
+        assert cert.not_valid_before_utc == old[role].not_valid_before_utc
+        assert cert.not_valid_after_utc == old[role].not_valid_after_utc
+    assert dcap_qvl.parse_pck_extension_from_pem(pki.pck_chain_pem().encode()).ppid == pki.ppid
+    # deterministic: a second load (a `tdxfs pki export` beside the daemon) is byte-identical
+    again = PlatformPki.from_blobs(blobs)
+    assert again.to_blobs() == pki.to_blobs()
+    # saved, it loads as current without another re-issue
+    saved = PlatformPki.from_blobs(pki.to_blobs())
+    assert not saved.renamed and saved.to_blobs() == pki.to_blobs()
+
+
+def test_a_current_pki_is_not_reissued_on_load(pki):
+    again = PlatformPki.from_blobs(pki.to_blobs())
+    assert not again.renamed and again.pck_cert == pki.pck_cert and again.root_der() == pki.root_der()

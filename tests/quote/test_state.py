@@ -12,7 +12,7 @@ from tdxfs.model import collateral as coll
 from tdxfs.model.machine import build_td
 from tdxfs.model.profile import default_profile, profile_from_mapping
 from tdxfs.model.state import PKI_FILE, SECRET_FILE, TD_FILE, StateDir, read_pki
-from tests.quote.conftest import NONCE, rejection, verify
+from tests.quote.conftest import NONCE, old_pki_blobs, rejection, verify
 
 
 def open_td(path, profile=None, reset=False):
@@ -178,3 +178,32 @@ def test_reset_removes_the_pki_file_too(tmp_path):
     open_td(path)
     StateDir(str(path), reset=True).close()
     assert not (path / PKI_FILE).exists()
+
+
+def test_a_pki_from_the_previous_version_loads_with_intels_names(tmp_path, monkeypatch):
+    """platform-pki.json written before the names changed: the mount starts, its quotes
+    carry the re-issued chain (Intel's CNs, tdxfs's marks), and the root exported from the
+    directory beside the daemon is the one they verify against."""
+    from cryptography.x509.oid import NameOID
+
+    from tdxfs.model import state
+    from tdxfs.model.pki import is_simulated
+
+    path = tmp_path / "state"
+    open_td(path)
+    body = {"format": state.PKI_FORMAT, "pki": old_pki_blobs(monkeypatch, state.pck_tcb(default_profile()))}
+    (path / PKI_FILE).write_bytes(json.dumps({**body, "checksum": state._checksum(body)}).encode())
+
+    td, close = build_td(default_profile(), str(path))
+    try:
+        pki = td.qe.pki
+        cn = pki.root_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert cn == "Intel SGX Root CA" and is_simulated(pki.root_cert) and is_simulated(pki.pck_cert)
+        exported = read_pki(str(path))
+        assert exported.root_der() == pki.root_der()
+        assert not exported.renamed  # the file was saved re-issued, once
+        quote = td.quote(NONCE)
+        assert verify(quote, exported, collateral=coll.issue(exported)).status == "UpToDate"
+        assert pki.pck_chain_pem().encode() in quote  # the re-issued chain, PEM
+    finally:
+        close()
