@@ -96,14 +96,10 @@ def in_process(count: int, used: int) -> Dict[str, float]:
 
 
 def fstype_at(path: str) -> Optional[str]:
-    target = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if parts[4].encode().decode("unicode_escape") == target:
-                found = parts[parts.index("-") + 1]
-    return found
+    """mountinfo read as bytes: a non-UTF-8 mount elsewhere must not break it (issue 8, defect 4)."""
+    from tdxfs.server import mountinfo
+
+    return mountinfo.fstype_at(path)
 
 
 def status_kib(pid: int, field: str) -> int:

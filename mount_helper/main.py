@@ -203,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(USAGE, file=sys.stderr)
         return EXIT_USAGE
 
-    from tdxfs.errors import TdxfsError
+    from tdxfs.errors import TdxfsError, printable
     from tdxfs.model.profile import load_profile
     from tdxfs.server.daemon import build_td, check_mountpoint, mount
 
@@ -223,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         say(exc.reason)
         return EXIT_FAILURE
     except OSError as exc:
-        say(f"{cfg.mountpoint}: {exc}")
+        say(f"{printable(cfg.mountpoint)}: {printable(str(exc), backslash=False)}")
         return EXIT_FAILURE
     return EXIT_FAILURE if code else 0
 

@@ -25,6 +25,17 @@ def _mount_config(args, mountpoint: str, foreground: bool = False, debug: bool =
     )
 
 
+def reportdata_arg(text: str) -> bytes:
+    """--reportdata: 128 hex chars (64 bytes), the one parser every command uses."""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != 64:
+        raise TdxfsError("--reportdata takes 128 hex chars (64 bytes)")
+    return value
+
+
 def cmd_mount(args) -> int:
     from tdxfs.server.daemon import mount
 
@@ -91,9 +102,7 @@ def cmd_report_get(args) -> int:
 
     from tdxfs.client import files, ioctl
 
-    reportdata = bytes.fromhex(args.reportdata) if args.reportdata else os.urandom(64)
-    if len(reportdata) != 64:
-        raise TdxfsError("--reportdata takes 128 hex chars (64 bytes)")
+    reportdata = reportdata_arg(args.reportdata) if args.reportdata else os.urandom(64)
     if args.via == "ioctl":
         device = args.device or (os.path.join(args.mount, "tdx_guest") if args.mount else "/dev/tdx_guest")
         call = lambda: ioctl.get_report0(device, reportdata)  # noqa: E731
@@ -119,15 +128,10 @@ def cmd_quote_get(args) -> int:
     from tdxfs.client import configfs
 
     if args.reportdata:
-        try:
-            reportdata = bytes.fromhex(args.reportdata)
-        except ValueError:
-            raise TdxfsError("--reportdata takes 128 hex chars (64 bytes)") from None
+        reportdata = reportdata_arg(args.reportdata)
     else:  # --nonce, and the default: a fresh random nonce, printed so it can be checked
         reportdata = os.urandom(64)
         print(f"nonce {reportdata.hex()}", file=sys.stderr)
-    if len(reportdata) != 64:
-        raise TdxfsError("--reportdata takes 128 hex chars (64 bytes)")
     report_dir = os.path.join(args.mount, "tsm", "report") if args.mount else configfs.DEFAULT_REPORT_DIR
     try:
         quote = configfs.get_quote(report_dir, reportdata)
@@ -278,6 +282,19 @@ def cmd_bench(args) -> int:
         s.strace = False
     methods = args.methods.split(",") if args.methods else None
     return run(args.output, args.mount, s, methods)
+
+
+def cmd_stress(args) -> int:
+    from tdxfs.stress.run import Options, run
+
+    own = [name for name in ("profile", "reset", "o", "log", "threads") if getattr(args, name)]
+    if args.mount and own:
+        flag = "-o" if own[0] == "o" else f"--{own[0]}"
+        raise TdxfsError(f"--mount stresses a running mount; {flag} is for tdxfs stress's own mount")
+    return run(Options(clients=args.clients, seconds=args.seconds, mount=args.mount, state=args.state,
+                       profile=args.profile, reset=args.reset, fuse_options=args.o or [], log=args.log,
+                       threads=args.threads, json_path=args.json,
+                       command=" ".join(["tdxfs", *sys.argv[1:]]) if sys.argv[1:] else "tdxfs stress"))
 
 
 def cmd_profile_show(args) -> int:
@@ -432,6 +449,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", metavar="1,2,4,8", help="client process counts for scaling")
     p.add_argument("--no-strace", action="store_true", help="use the methods' own syscall counts")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("stress", help="N clients mix every operation on one mount, then the invariants are checked "
+                       "(exit 1 when one fails)",
+                       description="N client processes mix reports (ioctl, one-fd transaction, shell pattern), "
+                       "extends (rtmrN, measurements/, ioctl, eventlog), configfs quotes and event-log reads for S "
+                       "seconds, then check the invariants and print them as a table. Without --mount it mounts its "
+                       "own TD (a temporary --state unless given) in a daemon process and always unmounts it. With "
+                       "--mount, --state DIR names that mount's state directory, whose PKI verifies the quotes "
+                       "(without it they are not verified). Exit 0 when every invariant holds, 1 otherwise.")
+    p.add_argument("--clients", type=int, default=4, metavar="N", help="client processes (default 4)")
+    p.add_argument("--seconds", type=float, default=10.0, metavar="S", help="duration (default 10)")
+    p.add_argument("--mount", metavar="DIR", help="stress this running tdxfs mount (default: mount our own)")
+    p.add_argument("--json", metavar="FILE", help="write the figures and the invariants as JSON")
+    mount_options(p, "log file of its own mount's daemon (default: a temporary file)")
+    p.set_defaults(func=cmd_stress)
 
     profile = sub.add_parser("profile", help="TD profile tools").add_subparsers(dest="profile_command", required=True)
     p = profile.add_parser("show", help="print the effective profile as TOML")

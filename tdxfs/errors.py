@@ -65,6 +65,13 @@ class StateError(TdxfsError):
     errno = errno.EIO
 
 
+class StateNoSpace(StateError):
+    """The state directory's filesystem is full (ENOSPC, or EDQUOT for a quota): the save
+    was undone, nothing was changed, and the same request succeeds once space is freed."""
+
+    errno = errno.ENOSPC
+
+
 class ConfigError(TdxfsError):
     """A profile, option or state directory refused at start-up (never at request time)."""
 
@@ -137,3 +144,47 @@ class OutOfMemory(TdxfsError):
     """mkdir of a report instance when the daemon's memory is exhausted (the kernel's ENOMEM)."""
 
     errno = errno.ENOMEM
+
+
+# -- extended attributes ------------------------------------------------------------------
+
+
+class NoAttribute(TdxfsError):
+    """getxattr/removexattr of a name the file does not have: sysfs's answer (kernfs keeps
+    xattrs, and these files have none)."""
+
+    errno = errno.ENODATA
+
+
+class NotSupported(TdxfsError):
+    """An extended attribute call the file system does not serve: setxattr anywhere (no
+    attribute is ever stored), any xattr call in configfs (which has no xattr handlers)."""
+
+    errno = errno.EOPNOTSUPP
+
+
+# -- log lines ------------------------------------------------------------------------------
+
+
+def printable(text: str, backslash: bool = True) -> str:
+    """``text`` (a path, a name, a reason) for one line of the daemon's log: a byte that is not
+    UTF-8 (a surrogate escape, as FUSE bindings decode names) as ``\\xNN``, any other
+    non-printable character (newline, tab, U+2028 ...) as ``\\xNN`` or ``\\uNNNN``, and, with
+    ``backslash``, a backslash doubled so that no name can spell an escape. Printable text,
+    non-ASCII included, is kept. One request is one line, whatever a client names things.
+    Used for every refused request's path and reason (the FUSE adapter) and for mountpoints
+    and messages (daemon, ``tdxfs run``)."""
+    if text.isprintable() and (not backslash or "\\" not in text):
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == "\\" and backslash:
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)

@@ -1,4 +1,8 @@
-"""Options shared by every test directory."""
+"""Options shared by every test directory, and the session's leak net (tests/leakcheck.py:
+no mount and no tdxfs daemon a test made may outlive the session)."""
+
+from tests.leakcheck import (  # noqa: F401 - hooks and a fixture, registered by being here
+    _tdxfs_leak_net_roots, pytest_sessionfinish, pytest_sessionstart, pytest_terminal_summary)
 
 
 def pytest_addoption(parser):

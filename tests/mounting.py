@@ -13,19 +13,15 @@ import sys
 import time
 from typing import List, Optional
 
+from tdxfs.server import mountinfo
+
 MOUNT_TIMEOUT = 20.0
 COMMAND_TIMEOUT = 30.0
 
 
-def fstype_at(path: str) -> Optional[str]:
-    target = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if parts[4].encode().decode("unicode_escape") == target:
-                found = parts[parts.index("-") + 1]
-    return found
+def fstype_at(path) -> Optional[str]:
+    """The type of the mount on top at ``path`` (mountinfo read as bytes: any path works)."""
+    return mountinfo.fstype_at(path)
 
 
 def sh(cmd: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
@@ -38,28 +34,39 @@ def tdxfs_cmd(*args: str, **kw) -> subprocess.CompletedProcess:
                           timeout=COMMAND_TIMEOUT, **kw)
 
 
-def _connection_id(path: str) -> Optional[str]:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if parts[4].encode().decode("unicode_escape") == target and "fuse" in line:
-                major, minor = parts[2].split(":")
-                return minor if major == "0" else None
-    return None
+def _connection_id(path) -> Optional[str]:
+    """The FUSE connection (/sys/fs/fuse/connections/N) of the mount on top at ``path``."""
+    top = mountinfo.top_at(path)
+    if top is None or not (top.fstype == "fuse" or top.fstype.startswith("fuse.")) or top.major != 0:
+        return None
+    return str(top.minor)
 
 
 def force_unmount(path: str) -> None:
-    """Leave no mount behind, even a dead or hung one."""
-    if fstype_at(path) is None:
-        return
-    conn = _connection_id(path)
-    if conn and os.path.exists(f"/sys/fs/fuse/connections/{conn}/abort"):
-        with open(f"/sys/fs/fuse/connections/{conn}/abort", "w") as f:
-            f.write("1")
-    subprocess.run(["fusermount3", "-uz", path], capture_output=True, timeout=COMMAND_TIMEOUT)
-    if fstype_at(path) is not None:
-        subprocess.run(["umount", "-l", path], capture_output=True, timeout=COMMAND_TIMEOUT)
+    """Leave no mount behind, even a dead or hung one (or several stacked at ``path``)."""
+    for _ in range(5):
+        if fstype_at(path) is None:
+            return
+        conn = _connection_id(path)
+        if conn and os.path.exists(f"/sys/fs/fuse/connections/{conn}/abort"):
+            with open(f"/sys/fs/fuse/connections/{conn}/abort", "w") as f:
+                f.write("1")
+        subprocess.run(["fusermount3", "-uz", path], capture_output=True, timeout=COMMAND_TIMEOUT)
+        if fstype_at(path) is not None:
+            subprocess.run(["umount", "-l", path], capture_output=True, timeout=COMMAND_TIMEOUT)
+
+
+def stop_all(mounts: List["Mounted"]) -> None:
+    """Stop every mount, even when stopping one of them fails; then report the first failure
+    (a test's finalizer: a failing ``__exit__`` must not leave the others running)."""
+    failures = []
+    for m in mounts:
+        try:
+            m.__exit__(None, None, None)
+        except BaseException as exc:  # noqa: B902 - re-raised below, after the others are stopped
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 class Mounted:
@@ -76,19 +83,26 @@ class Mounted:
         return os.path.join(self.mountpoint, name)
 
     def start(self) -> "Mounted":
-        os.makedirs(self.mountpoint, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tdxfs", "mount", "-f", self.mountpoint, *self.args],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env)
-        log.close()
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while fstype_at(self.mountpoint) != "fuse.tdxfs":
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tdxfs mount exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"tdxfs mount not ready after {MOUNT_TIMEOUT}s:\n{self.log()}")
-            time.sleep(0.02)
+        """Mount and wait until it is live. Whatever goes wrong on the way (the server exits,
+        a timeout, an error or ^C in this process), the server is stopped and reaped and
+        the mount cleared before the error propagates: a ``with`` block whose ``__enter__``
+        raises gets no ``__exit__``, so ``start`` cleans up after itself."""
+        try:
+            os.makedirs(self.mountpoint, exist_ok=True)
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "tdxfs", "mount", "-f", self.mountpoint, *self.args],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env)
+            deadline = time.monotonic() + MOUNT_TIMEOUT
+            while fstype_at(self.mountpoint) != "fuse.tdxfs":
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"tdxfs mount exited with {self.proc.returncode}:\n{self.log()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"tdxfs mount not ready after {MOUNT_TIMEOUT}s:\n{self.log()}")
+                time.sleep(0.02)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def log(self) -> str:
@@ -107,14 +121,17 @@ class Mounted:
         self.proc.wait(timeout=COMMAND_TIMEOUT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=COMMAND_TIMEOUT)
-        force_unmount(self.mountpoint)
+        """SIGTERM, then SIGKILL; the server reaped; the mount cleared even if it is dead."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=COMMAND_TIMEOUT)
+        finally:
+            force_unmount(self.mountpoint)
 
     def __enter__(self) -> "Mounted":
         return self.start()

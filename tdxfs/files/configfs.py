@@ -20,11 +20,13 @@ switch to it).
 Directories (mode 0755 each): ``mkdir`` of a taken name is EEXIST; a name over 255 bytes
 is ENAMETOOLONG; ``mkdir`` anywhere but ``tsm/report`` is EPERM (an instance is an item,
 not a group); ``rmdir`` removes an instance with its files and is EPERM for ``tsm`` and
-``tsm/report``; creating a file (``touch``, ``O_CREAT``) is EACCES, ``mknod``/``mkfifo``,
-links, renames and unlinks are EPERM. As in the kernel, there is no cap on instances: some
-clients leave one behind per quote, so a long-running agent accumulates hundreds of
-thousands. ``mkdir`` is refused only when memory runs out (ENOMEM, the table unchanged).
-Listings show the newest entry first, as configfs does.
+``tsm/report``; creating a file (``touch``, ``O_CREAT``, and ``mknod`` of a regular file,
+which Linux's ``do_mknodat`` turns into a create) is EACCES (``vfs_create``: no ->create);
+``mknod`` of a FIFO, socket or device (``mkfifo``), links, renames and unlinks are EPERM.
+As in the kernel, there is no cap on instances: some clients leave one behind per quote,
+so a long-running agent accumulates hundreds of thousands. ``mkdir`` is refused only when
+memory runs out (ENOMEM, the table unchanged). Listings show the newest entry first, as
+configfs does.
 
 An idle instance is small (``benchmarks/configfs_instances.py`` measures it): one
 ``ReportInstance`` with ``__slots__`` and no lock of its own, held in the group's name
@@ -86,9 +88,13 @@ here (configfs: ESPIPE; ``pread``/``pwrite`` at offsets work on both, so ``dd se
 works here but fails on configfs); a zero-length ``write()`` is answered 0 by the FUSE
 kernel module without reaching the server (configfs: EFAULT, and the fd then commits an
 empty inblob at close); ``chmod``/``chown`` are EPERM (configfs stores them); ``truncate``
-does not change ``st_size``. And the commit's timing: configfs commits inside close(), while
-FUSE sends RELEASE after close() has returned, without waiting for it. A single-threaded
-server still handles it before the client's next request, as long as fewer than
+does not change ``st_size``; ``sendfile``/``splice`` (EINVAL on configfs, which has no
+splice) go through the kernel's page cache, sized by ``st_size``: 0 bytes from ``outblob``.
+Extended attributes answer as configfs's (EOPNOTSUPP; ``listxattr`` empty, as with no LSM),
+``utimensat`` sets the times (kept by the front end, as configfs keeps them on the inode).
+And the commit's timing: configfs commits inside close(), while FUSE sends RELEASE after
+close() has returned, without waiting for it. A single-threaded server still handles it
+before the client's next request, as long as fewer than
 ``max_background`` (12 by default) such background requests are in flight; with more
 concurrent clients, or a multithreaded server, a client may read generation or outblob
 before its own commit. FLUSH is the close-synchronous hook (see ``BinaryHandle.flush``).
@@ -339,6 +345,8 @@ class BinaryHandle(_AttributeHandle):
 class AttributeFile(Node):
     """One attribute of one instance: a view made on lookup, kept by nothing but its fds."""
 
+    xattr_handlers = False  # configfs registers none: every xattr call is EOPNOTSUPP
+
     def __init__(self, attr: Attribute, instance: ReportInstance):
         self.attr = attr
         self.instance = instance
@@ -374,6 +382,7 @@ def _check_name(name: str) -> None:
 
 class _ConfigfsDirectory(Directory):
     kind = "tsm-dir"
+    xattr_handlers = False  # configfs registers none: every xattr call is EOPNOTSUPP
     absent_kind = "missing"  # what /.stats counts a request for a name not (yet) here under
 
     def child(self, name: str) -> Node:

@@ -3,8 +3,9 @@ the kind of file they were for. Served read-only as JSON in ``/.stats``.
 
 Counted: every request that reaches a handler (LOOKUP and GETATTR both arrive as
 ``getattr``). Not seen: what libfuse answers by itself — FORGET, INTERRUPT, OPENDIR and
-RELEASEDIR, and the first FLUSH/GETXATTR, answered ENOSYS, after which the kernel stops
-sending them.
+RELEASEDIR, and (libfuse2 only) the first FLUSH, answered ENOSYS, after which the kernel
+stops sending it. GETXATTR and the other xattr requests are served (and counted) since
+issue 8.
 """
 
 import json

@@ -53,7 +53,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Tuple
 
-from tdxfs.errors import ConfigError, InvalidInput
+from tdxfs.errors import ConfigError, InvalidInput, printable
 from tdxfs.model import eventlog as ev
 from tdxfs.model.abi import MEASUREMENT_SIZE, RTMR_COUNT
 
@@ -251,15 +251,28 @@ def _parse_value(name: str, value) -> bytes:
     return raw
 
 
-def _flatten(doc: Mapping, prefix: str = "") -> Dict[str, object]:
-    flat = {}
-    for key, value in doc.items():
-        name = prefix + key
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
+def _flatten(doc: Mapping) -> Dict[str, object]:
+    """Nested tables as dotted names, depth first in document order. Iterative: TOML's dotted
+    keys (``a.a.a… = 1``) nest a document thousands deep without any recursion in tomllib."""
+    flat: Dict[str, object] = {}
+    stack = [("", iter(doc.items()))]
+    while stack:
+        prefix, items = stack[-1]
+        for key, value in items:
+            name = prefix + key
+            if isinstance(value, dict):
+                stack.append((name + ".", iter(value.items())))
+                break
             flat[name] = value
+        else:
+            stack.pop()
     return flat
+
+
+def _shown(name: str, limit: int = 64) -> str:
+    """A user's key for a one-line message: escaped (newlines, non-printables) and cut short."""
+    text = printable(name)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 _EVENT_KEYS = ("register", "type", "data", "data_hex", "digest")
@@ -271,7 +284,7 @@ def _parse_boot_event(number: int, table) -> ev.Event:
         raise ConfigError(f"{where}: expected a table ([[boot_event]])")
     unknown = sorted(set(table) - set(_EVENT_KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(_EVENT_KEYS)})")
+        raise ConfigError(f"{where}: unknown key '{_shown(unknown[0])}' (known: {', '.join(_EVENT_KEYS)})")
     reg = table.get("register")
     if isinstance(reg, int) and not isinstance(reg, bool) and 0 <= reg < RTMR_COUNT:
         mr = reg + 1
@@ -334,7 +347,7 @@ def profile_from_mapping(doc: Mapping) -> TdProfile:
     explicit = set()
     for name, value in _flatten(doc).items():
         if name not in FIELD_SIZES:
-            raise ConfigError(f"profile field '{name}': unknown field (known: {', '.join(FIELD_SIZES)}, "
+            raise ConfigError(f"profile field '{_shown(name)}': unknown field (known: {', '.join(FIELD_SIZES)}, "
                               "and [[boot_event]] tables)")
         fields[name] = _parse_value(name, value)
         explicit.add(name)
@@ -360,4 +373,8 @@ def load_profile(path: str) -> TdProfile:
         raise ConfigError(f"profile {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"profile {path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the whole file first, outside its own errors
+        raise ConfigError(f"profile {path}: not valid TOML: not UTF-8 (byte {exc.start})") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"profile {path}: not valid TOML for a profile: arrays or tables nested too deeply") from None
     return profile_from_mapping(doc)

@@ -10,7 +10,21 @@ Layout of DIR (0700, files 0600):
   event-log          the TD's event log, the source of truth for RTMR0-3 (below)
 
 td-state.json and the other JSON files are saved write-temp, fsync, rename, fsync(DIR),
-so once a save returns the new values survive ``kill -9`` and power loss.
+so once a save returns the new values survive ``kill -9`` and power loss. A save that
+fails (a full disk: ENOSPC, see StateNoSpace) removes its temporary file and changes
+nothing; so does a failed append to event-log (it is cut back).
+
+Trust (the daemon runs as root; issue 8, defect 1): DIR is opened once, O_DIRECTORY |
+O_NOFOLLOW (made 0700 first if missing), and every file is opened relative to that
+descriptor with O_NOFOLLOW; temporary files are made O_CREAT|O_EXCL after a stale one
+(a crash's, or anything planted under its name) is unlinked. DIR and every file in it
+must belong to the daemon's user and must not be writable by group or others - anyone
+else who could write them could plant a symlink or rewrite a file (the checksums are no
+MAC) - otherwise the start is refused with a message naming it, changing nothing. A
+state file that is merely readable by others (0644, or any mode other than 0600) is put
+back to 0600, and a DIR of another mode to 0700, with a notice in the TD's ``notices``.
+A symlinked DIR is refused, not followed (give the real path). Readers that take no
+lock (read_pki, read_event_log) apply the same checks and change nothing.
 
 event-log: the header ``tdxfs event log v1\n``, then one self-checking record per event,
 the profile's boot events first::
@@ -43,15 +57,17 @@ never logged and cannot be replayed, so the start is refused with a message sayi
 to proceed (keep using the earlier tdxfs for that TD, or --reset).
 """
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from tdxfs.errors import ConfigError, InvalidInput, StateError
+from tdxfs.errors import ConfigError, InvalidInput, StateError, StateNoSpace
 from tdxfs.model import abi
 from tdxfs.model.eventlog import MAX_EVENT_DATA, Event, EventLog
 from tdxfs.model.pki import PckTcb, PlatformPki
@@ -76,20 +92,135 @@ CHAIN_SIZE = 32
 MIN_PAYLOAD = _PAYLOAD_HEAD.size + abi.MEASUREMENT_SIZE
 MAX_PAYLOAD = MIN_PAYLOAD + MAX_EVENT_DATA
 MAX_RECORD = _RECORD_HEAD.size + MAX_PAYLOAD + CHAIN_SIZE
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 _NEW_FILE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Every state file is opened relative to DIR's descriptor with these: never through a
+# symlink, never as a controlling tty, and a FIFO planted under a state file's name cannot
+# block the open (it is then refused as not a regular file).
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+# -- DIR and its files, opened without following symlinks and checked (issue 8, defect 1) ------
+
+
+def _refuse_untrusted(st: os.stat_result, what: str) -> None:
+    """ConfigError unless ``st`` (DIR or a file in it) belongs to this process's user and is
+    not writable by group or others: anyone else who could write it could plant a symlink
+    or rewrite a file (a checksum is no MAC), and the daemon runs as root."""
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise ConfigError(f"{what} is owned by uid {st.st_uid}, not by this daemon's user (uid {euid}); "
+                          "refusing to use it")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(f"{what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                          "refusing to use it: another user may have changed it")
+
+
+def open_state_dir(path: str, create: bool = False) -> int:
+    """The descriptor of state directory ``path`` (absolute), opened O_DIRECTORY|O_NOFOLLOW
+    and checked (:func:`_refuse_untrusted`); ConfigError naming it otherwise. With
+    ``create`` a missing DIR is made 0700 first (mkdir, then the same checked open: a DIR
+    swapped in between is refused, never followed)."""
+    if create:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"state directory {path}: {exc.strerror}") from None
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ConfigError(f"state directory {path} is a symbolic link; refusing to follow it") from None
+        raise ConfigError(f"state directory {path}: {exc.strerror}") from None
+    try:
+        _refuse_untrusted(os.fstat(fd), f"state directory {path}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_state_file(dirfd: int, where: str, name: str, flags: int = os.O_RDONLY) -> Optional[int]:
+    """``name`` opened relative to DIR's ``dirfd`` with O_NOFOLLOW (created 0600 if ``flags``
+    has O_CREAT) and checked: a regular file of this user, not writable by group or
+    others. None when it does not exist; ConfigError naming ``where`` otherwise."""
+    try:
+        fd = os.open(name, flags | _FILE_FLAGS, FILE_MODE, dir_fd=dirfd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"state file {where} is a symbolic link; refusing to follow it") from None
+        raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"state file {where} is not a regular file; refusing to use it")
+        _refuse_untrusted(st, f"state file {where}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_fd(fd: int, where: str) -> bytes:
+    """All of ``fd``'s bytes (then closed); ConfigError naming ``where`` when a read fails."""
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except OSError as exc:
+        raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _unlink(dirfd: int, name: str) -> None:
+    """``name`` in DIR removed if it exists (a symlink is removed itself, never followed)."""
+    try:
+        os.unlink(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        pass
+
+
+def _discard(dirfd: int, name: str) -> None:
+    """Best-effort removal of a temporary file after a failure (the next save unlinks a
+    stale one first anyway)."""
+    try:
+        os.unlink(name, dir_fd=dirfd)
+    except OSError:
+        pass
 
 
 def _write_durable(dirfd: int, name: str, data: bytes) -> None:
+    """Replace ``name`` in DIR by ``data``: temporary file, fsync, rename, fsync(DIR). A
+    stale temporary file (a crash's, or a symlink planted under its name) is unlinked
+    first and the new one made O_CREAT|O_EXCL|O_NOFOLLOW, so nothing outside DIR is ever
+    written; when anything fails (a full disk) the temporary file is removed again and
+    ``name`` is as it was."""
     tmp = f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=dirfd)
+    _unlink(dirfd, tmp)
+    fd = os.open(tmp, os.O_WRONLY | _NEW_FILE, FILE_MODE, dir_fd=dirfd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        try:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask
+            _write_all(fd, data, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        _discard(dirfd, tmp)
+        raise
     os.fsync(dirfd)
 
 
@@ -250,18 +381,27 @@ def pck_tcb(profile: TdProfile) -> PckTcb:
     return PckTcb(profile["cpusvn"], profile.pcesvn)
 
 
+def _read_unlocked(path: str, name: str) -> Tuple[Optional[bytes], str]:
+    """(the bytes of ``name`` in state directory ``path`` or None when it is missing, its
+    path) for a reader that takes no lock. DIR and the file are opened without following
+    symlinks and checked as the daemon checks them; nothing is changed."""
+    path = os.path.abspath(path)
+    where = f"{path}/{name}"
+    dirfd = open_state_dir(path)
+    try:
+        fd = open_state_file(dirfd, where, name)
+    finally:
+        os.close(dirfd)
+    return (None if fd is None else _read_fd(fd, where)), where
+
+
 def read_pki(path: str) -> PlatformPki:
     """The PKI kept in state directory ``path``, read without taking its lock (the file is
     only ever replaced by rename), so it works while a daemon serves the directory."""
-    where = os.path.join(os.path.abspath(path), PKI_FILE)
-    try:
-        with open(where, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    raw, where = _read_unlocked(path, PKI_FILE)
+    if raw is None:
         raise ConfigError(f"{where} does not exist: the PKI is made when a TD first starts in "
-                          f"{path} (tdxfs mount --state {path})") from None
-    except OSError as exc:
-        raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
+                          f"{path} (tdxfs mount --state {path})")
     return decode_pki(raw, where)
 
 
@@ -271,31 +411,60 @@ class StateDir:
 
     def __init__(self, path: str, reset: bool = False):
         self.path = os.path.abspath(path)
+        self._dirfd: Optional[int] = None
+        self._lockfd: Optional[int] = None
         self._logfd: Optional[int] = None
         self._log_size = 0
         self._log_chain = _FIRST_CHAIN
         self._log_broken: Optional[str] = None
         self._digest: Optional[str] = None
+        self.notices: List[str] = []  # modes put back to 0600/0700, for the TD's notices
         try:
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-            os.chmod(self.path, 0o700)
-            self._dirfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-            self._lockfd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600, dir_fd=self._dirfd)
-        except OSError as exc:
+            self._dirfd = open_state_dir(self.path, create=True)
+            self._tighten(self._dirfd, f"state directory {self.path}", DIR_MODE)
+            self._lockfd = self._open(LOCK_FILE, os.O_RDWR | os.O_CREAT)
+        except BaseException:
             self.close()
-            raise ConfigError(f"state directory {self.path}: {exc.strerror}") from None
+            raise
         try:
             fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.close()
             raise ConfigError(f"state directory {self.path} is in use by another tdxfs daemon") from None
         if reset:
-            for name in (SECRET_FILE, PKI_FILE, TD_FILE, LOG_FILE, f".{LOG_FILE}.tmp"):
-                try:
-                    os.unlink(name, dir_fd=self._dirfd)
-                except FileNotFoundError:
-                    pass
-            os.fsync(self._dirfd)
+            try:
+                for name in (SECRET_FILE, PKI_FILE, TD_FILE, LOG_FILE):
+                    _unlink(self._dirfd, name)
+                    _unlink(self._dirfd, f".{name}.tmp")
+                os.fsync(self._dirfd)
+            except OSError as exc:
+                self.close()
+                raise ConfigError(f"state directory {self.path}: cannot reset: {exc.strerror}") from None
+
+    def _tighten(self, fd: int, what: str, want: int) -> None:
+        """Put any other mode back to ``want`` (a wider one is readable by others; a
+        writable one was refused before this), and say so in the notices."""
+        have = stat.S_IMODE(os.fstat(fd).st_mode)
+        if have == want:
+            return
+        try:
+            os.fchmod(fd, want)
+        except OSError as exc:
+            raise ConfigError(f"{what} has mode {have:04o} and cannot be put back to {want:04o}: "
+                              f"{exc.strerror}") from None
+        self.notices.append(f"{what} had mode {have:04o}; put back to {want:04o}")
+
+    def _open(self, name: str, flags: int = os.O_RDONLY) -> Optional[int]:
+        """A state file opened as :func:`open_state_file` does, its mode put back to 0600."""
+        where = f"{self.path}/{name}"
+        fd = open_state_file(self._dirfd, where, name, flags)
+        if fd is not None:
+            try:
+                self._tighten(fd, f"state file {where}", FILE_MODE)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
 
     def close(self) -> None:
         for fd in (getattr(self, "_logfd", None), getattr(self, "_lockfd", None), getattr(self, "_dirfd", None)):
@@ -304,40 +473,22 @@ class StateDir:
         self._logfd = self._lockfd = self._dirfd = None
 
     def _read(self, name: str) -> Optional[bytes]:
-        try:
-            fd = os.open(name, os.O_RDONLY, dir_fd=self._dirfd)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ConfigError(f"state file {self.path}/{name} is unreadable: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "rb") as f:
-                return f.read()
-        except OSError as exc:
-            raise ConfigError(f"state file {self.path}/{name} is unreadable: {exc.strerror}") from None
+        fd = self._open(name)
+        return None if fd is None else _read_fd(fd, f"{self.path}/{name}")
 
     def _open_log(self) -> Optional[bytes]:
         """Open event-log for appending (kept as self._logfd) and return its bytes; None
         when there is none."""
-        where = f"{self.path}/{LOG_FILE}"
-        try:
-            fd = os.open(LOG_FILE, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd)
-        except FileNotFoundError:
+        fd = self._open(LOG_FILE, os.O_RDWR)
+        if fd is None:
             return None
-        except OSError as exc:
-            raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
+        self._logfd = os.dup(fd)  # _read_fd closes the one it reads
         try:
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except OSError as exc:
-            os.close(fd)
-            raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
-        self._logfd = fd
-        return b"".join(chunks)
+            return _read_fd(fd, f"{self.path}/{LOG_FILE}")
+        except BaseException:
+            os.close(self._logfd)
+            self._logfd = None
+            raise
 
     def open_td(self, profile: TdProfile) -> TrustDomain:
         """Resume the TD kept here, or create it (fresh secret, PKI, boot event log) if DIR
@@ -402,6 +553,7 @@ class StateDir:
                     notices.append(f"state file {log_where}: dropped {decoded.torn} bytes of an interrupted, "
                                    "never acknowledged record at its end")
         pki = self._open_pki(pki_raw, profile) if secret is not None else None  # refusals before writes
+        self._remove_stale_temporaries()
 
         if secret is None:
             platform = Platform()
@@ -430,25 +582,34 @@ class StateDir:
 
         td = TrustDomain(platform, profile, reportdata=reportdata, event_log=EventLog(events),
                          store=self, qe=QuotingEnclave(platform, pki))
-        td.notices = td.notices + tuple(notices)
+        td.notices = td.notices + tuple(self.notices) + tuple(notices)
         return td
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files a crash left (or anything under their names) are unlinked, never
+        followed, once the start is known to go ahead; ConfigError naming one that cannot be."""
+        for name in (SECRET_FILE, PKI_FILE, TD_FILE, LOG_FILE):
+            try:
+                _unlink(self._dirfd, f".{name}.tmp")
+            except OSError as exc:
+                raise ConfigError(f"cannot remove the stale temporary file {self.path}/.{name}.tmp: "
+                                  f"{exc.strerror}") from None
 
     def _create_log(self, events: Sequence[Event]) -> None:
         """Write a whole new event-log (temp file, fsync, rename, fsync DIR) and keep it open."""
         data, chain = encode_log(events)
         tmp = f".{LOG_FILE}.tmp"
+        _unlink(self._dirfd, tmp)  # left by a creation that was interrupted (never followed)
+        fd = os.open(tmp, os.O_RDWR | _NEW_FILE, FILE_MODE, dir_fd=self._dirfd)
         try:
-            os.unlink(tmp, dir_fd=self._dirfd)  # left by a creation that was interrupted
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_RDWR | _NEW_FILE, 0o600, dir_fd=self._dirfd)
-        try:
+            os.fchmod(fd, FILE_MODE)
             _write_all(fd, data, 0)
             os.fsync(fd)
             os.rename(tmp, LOG_FILE, src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
             os.fsync(self._dirfd)
         except BaseException:
             os.close(fd)
+            _discard(self._dirfd, tmp)
             raise
         if self._logfd is not None:
             os.close(self._logfd)
@@ -491,7 +652,7 @@ class StateDir:
             os.fdatasync(self._logfd)
         except OSError as exc:
             self._cut_log_back()
-            raise StateError(f"cannot save state in {self.path}: {exc.strerror}") from None
+            raise self._save_error(exc) from None
         self._log_size += len(record)
         self._log_chain = chain
 
@@ -510,7 +671,14 @@ class StateDir:
         try:
             _write_durable(self._dirfd, TD_FILE, encode_td_state(self._digest, reportdata))
         except OSError as exc:
-            raise StateError(f"cannot save state in {self.path}: {exc.strerror}") from None
+            raise self._save_error(exc) from None
+
+    def _save_error(self, exc: OSError) -> StateError:
+        """A failed save as the request's answer: ENOSPC when the state's filesystem is full
+        (or a quota is exceeded), so the writer knows it can succeed once space is freed;
+        EIO for anything else."""
+        cls = StateNoSpace if exc.errno in _NO_SPACE else StateError
+        return cls(f"cannot save state in {self.path}: {exc.strerror}")
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -523,10 +691,7 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
 def read_event_log(path: str) -> List[Event]:
     """The events kept in state directory ``path`` (read without its lock; a torn last
     record is left out). ConfigError when the log is missing or corrupt."""
-    where = os.path.join(os.path.abspath(path), LOG_FILE)
-    try:
-        with open(where, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(f"state file {where} is unreadable: {exc.strerror}") from None
+    raw, where = _read_unlocked(path, LOG_FILE)
+    if raw is None:
+        raise ConfigError(f"state file {where} does not exist")
     return decode_log(raw, where).events

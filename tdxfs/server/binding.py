@@ -5,6 +5,7 @@ the fallback, or forced with TDXFS_FUSE_BINDING=fusepy. Both have the same API e
 that fusepy dispatches callbacks through ``operations(name, *args)``.
 """
 
+import codecs
 import os
 from ctypes.util import find_library
 
@@ -63,6 +64,24 @@ class _Dispatching:
         return getattr(self._ops, op)(*args)
 
 
+# Names are bytes to the kernel: one that is not UTF-8 must reach the handlers (and their
+# refusals) like any other. mfusepy decodes paths with surrogateescape; fusepy has no errors
+# argument and would fail such a request with an uncaught UnicodeDecodeError (EINVAL and a
+# traceback), so it is given this codec as its encoding: UTF-8 with surrogateescape.
+PATH_CODEC = "tdxfs_utf_8_surrogateescape"
+
+
+def _find_codec(name: str):
+    if name != PATH_CODEC:
+        return None
+    utf8 = codecs.lookup("utf-8")
+    return codecs.CodecInfo(name=PATH_CODEC, encode=lambda text, errors="strict": utf8.encode(text, "surrogateescape"),
+                            decode=lambda data, errors="strict": utf8.decode(data, "surrogateescape"))
+
+
+codecs.register(_find_codec)
+
+
 class MountFailed(Exception):
     """libfuse refused the mount (it printed why on stderr)."""
 
@@ -71,10 +90,16 @@ def serve(operations, mountpoint: str, *, mounted, **options) -> None:
     """Run the FUSE loop until unmounted. ``mounted()`` tells whether init was reached:
     a loop that ends after it (unmount, SIGTERM, SIGINT) is a clean stop."""
     check_callbacks(operations)
+    # Options the operations apply themselves rather than libfuse (uid=, gid=, umask=: libfuse
+    # would overwrite every file's mode with them; see TdxfsOperations._mount_options).
+    own = getattr(operations, "_mount_options", None)
+    if own is not None:
+        options = own(options)
     ops = _Dispatching(operations) if NAME == "fusepy" else operations
     try:
         # raw_fi: open() sets per-file flags (noflush) in fuse_file_info itself.
-        FUSE(ops, mountpoint, raw_fi=True, **options)
+        encoding = {"encoding": PATH_CODEC} if NAME == "fusepy" else {}  # mfusepy: surrogateescape already
+        FUSE(ops, mountpoint, raw_fi=True, **encoding, **options)
     except RuntimeError as exc:
         # mfusepy on libfuse3 raises after a signal ends the loop: that is a clean stop.
         if not mounted():

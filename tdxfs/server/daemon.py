@@ -5,26 +5,36 @@ child's FUSE ``init`` says the mount is live, then exits 0 (or non-zero with the
 reason). Until then the child keeps the caller's stderr, so libfuse's own refusals reach
 the terminal; from ``init`` on, its stdout/stderr go to the log file.
 
-Logs: foreground (-f/-d) logs to stderr; a daemon logs to ``--log FILE``
+Logs: foreground (-f/-d) logs to stderr (or ``--log FILE``); a daemon logs to ``--log FILE``
 (default /var/log/tdxfs.log), one line per rejected request, each tagged with the
-mountpoint and pid.
+mountpoint and pid. The log is opened by :func:`open_log` only, so a symlink, a file of
+another user or a non-file at that path is refused instead of written through.
 """
 
+import errno
+import fcntl
 import logging
 import os
+import stat
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from tdxfs.errors import ConfigError
+from tdxfs.errors import ConfigError, printable  # one escaping for every message and log line
 from tdxfs.files.table import Tree
 from tdxfs.model import machine
 from tdxfs.model.profile import default_profile, load_profile
 from tdxfs.model.td import TrustDomain
+from tdxfs.server import mountinfo
 
 DEFAULT_LOG = "/var/log/tdxfs.log"
+LOG_MODE = 0o600  # a new log file's mode
+# O_NOFOLLOW: a symlink as the last component is refused (ELOOP), never written through;
+# O_NONBLOCK: opening a FIFO cannot hang the daemon (cleared once the file is checked).
+_LOG_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+              | os.O_CLOEXEC)
 READY_TIMEOUT = 30.0
 
 # FUSE options this filesystem always sets (fuse-notes: direct_io against stale page
@@ -71,26 +81,20 @@ def parse_fuse_options(text: str) -> Dict[str, object]:
 
 
 def mounted_fstype(path: str) -> Optional[str]:
-    """The filesystem type mounted exactly at ``path`` (works on dead FUSE mounts too)."""
-    target = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            point = parts[4].encode().decode("unicode_escape")
-            if point == target:
-                found = parts[parts.index("-") + 1]  # the last mount on top wins
-    return found
+    """The filesystem type mounted exactly at ``path`` (works on dead FUSE mounts too);
+    mountinfo read as bytes, so any mount point anywhere is read right (issue 8, 4-5)."""
+    return mountinfo.fstype_at(path)
 
 
 def check_mountpoint(path: str) -> str:
+    shown = printable(path)
     # autofs is the trigger of x-systemd.automount (or automount(8)): mounting over it is the point
     if mounted_fstype(path) not in (None, "autofs"):
-        raise ConfigError(f"{path} is already a mount point (unmount it first: tdxfs umount {path})")
+        raise ConfigError(f"{shown} is already a mount point (unmount it first: tdxfs umount {shown})")
     if not os.path.exists(path):
-        raise ConfigError(f"mount point {path} does not exist")
+        raise ConfigError(f"mount point {shown} does not exist")
     if not os.path.isdir(path):
-        raise ConfigError(f"mount point {path} is not a directory")
+        raise ConfigError(f"mount point {shown} is not a directory")
     return os.path.abspath(path)
 
 
@@ -100,10 +104,52 @@ def build_td(cfg: MountConfig):
     return machine.build_td(profile, cfg.state, cfg.reset)
 
 
+def open_log(path: str) -> int:
+    """The log file for appending, as an fd (issue 8, defect 2): a root daemon must not be
+    pointed at another file through its log. Opened O_APPEND|O_CREAT (0600) with O_NOFOLLOW,
+    then refused unless it is a regular file owned by this process's user with no other
+    hard link (a hard link to a file elsewhere is the other way to point at it). Parent
+    directories are resolved as usual: only the file itself is the log's to decide."""
+    shown = printable(path)
+    try:
+        fd = os.open(path, _LOG_FLAGS, LOG_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise ConfigError(f"log file {shown} is a symbolic link; refusing to follow it "
+                              "(give the path of the file itself)") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):  # a directory; a FIFO with no reader, a socket
+            raise ConfigError(f"log file {shown} is not a regular file; refusing to log to it") from None
+        raise ConfigError(f"log file {shown}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"log file {shown} is not a regular file; refusing to log to it")
+        if st.st_uid != os.geteuid():
+            raise ConfigError(f"log file {shown} is owned by uid {st.st_uid}, not by this daemon's user "
+                              f"(uid {os.geteuid()}); refusing to log to it")
+        if st.st_nlink != 1:
+            raise ConfigError(f"log file {shown} has {st.st_nlink} hard links; refusing to log to it")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def log_stream(fd: int):
+    """A line-buffered text stream on ``fd`` (which it owns) that never fails to encode."""
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+
+
 def setup_logging(mountpoint: str, stream=None, path: Optional[str] = None, debug: bool = False) -> None:
-    handler = logging.FileHandler(path) if path else logging.StreamHandler(stream or sys.stderr)
+    """Log lines ``TIME tdxfs[PID] MOUNTPOINT: MESSAGE`` to ``stream``, or to the file
+    ``path`` (through :func:`open_log`), or to stderr."""
+    if path:
+        stream = log_stream(open_log(path))
+    handler = logging.StreamHandler(stream or sys.stderr)
+    prefix = printable(mountpoint).replace("%", "%%")  # the format is %-style
     handler.setFormatter(logging.Formatter(
-        f"%(asctime)s tdxfs[%(process)d] {mountpoint}: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        f"%(asctime)s tdxfs[%(process)d] {prefix}: %(message)s", "%Y-%m-%dT%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -117,42 +163,46 @@ def serve_mount(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=Non
     server = {"binding": NAME, "libfuse": libfuse_version(), "pid": str(os.getpid())}
     ops = operations(Tree.for_td(td, server), on_ready=on_ready)
     log = logging.getLogger("tdxfs")
-    log.info("serving on %s via %s, libfuse %s", mountpoint, NAME, libfuse_version())
+    log.info("serving on %s via %s, libfuse %s", printable(mountpoint), NAME, libfuse_version())
     for notice in td.notices:  # what the start-up has to tell the operator (tdxfs.model.machine)
-        log.warning("%s", notice)
-    # libfuse2 opens the mountpoint to check it is empty, which would trigger (and wait for)
-    # the autofs mount we are replacing; libfuse3 no longer checks.
-    over_autofs = {"nonempty": True} if libfuse_version().startswith("2") and \
-        mounted_fstype(mountpoint) == "autofs" else {}
+        log.warning("%s", printable(notice, backslash=False))
+    # libfuse2 refuses a mountpoint that is not empty, and opening it to check would trigger
+    # (and wait for) an autofs mount we are replacing; mounting over a mount is the point
+    # here (autofs, or tdxfs run's own mount inside another tdxfs run). libfuse3 never checks.
+    over_mount = {"nonempty": True} if libfuse_version().startswith("2") and \
+        mounted_fstype(mountpoint) is not None else {}
     # Single-threaded by default: the GIL serialises handlers anyway and libfuse's thread
     # pool costs ~2x per request. --threads lets a slow request (a quote) overlap others.
     # (libfuse 3.14 warns about its own default max_idle_threads (-1) unless one is given.)
     threading = {"max_idle_threads": 10} if cfg.threads and libfuse_version().startswith("3") else {}
     serve(ops, mountpoint, mounted=lambda: ops.is_ready, foreground=True, nothreads=not cfg.threads, **threading,
-          debug=cfg.debug, **FIXED_OPTIONS, **cfg.options, **over_autofs)
-    log.info("unmounted %s", mountpoint)
+          debug=cfg.debug, **FIXED_OPTIONS, **cfg.options, **over_mount)
+    log.info("unmounted %s", printable(mountpoint))
 
 
 def mount(cfg: MountConfig) -> int:
     """``tdxfs mount``. Returns the exit code; raises ConfigError for refusals at start."""
     mountpoint = check_mountpoint(cfg.mountpoint)
-    td, close = build_td(cfg)
-    if cfg.foreground or cfg.debug:
-        setup_logging(mountpoint, debug=cfg.debug, path=cfg.log)
+    foreground = cfg.foreground or cfg.debug
+    log_path = cfg.log if foreground else cfg.log or DEFAULT_LOG
+    log_fd = open_log(log_path) if log_path else None  # refused before the state is touched
+    try:
+        td, close = build_td(cfg)
+    except BaseException:
+        if log_fd is not None:
+            os.close(log_fd)
+        raise
+    if foreground:
+        setup_logging(mountpoint, stream=log_stream(log_fd) if log_fd is not None else None, debug=cfg.debug)
         try:
             serve_mount(cfg, mountpoint, td)
         finally:
             close()
         return 0
-    return _daemonize(cfg, mountpoint, td)
+    return _daemonize(cfg, mountpoint, td, log_fd, log_path)
 
 
-def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain) -> int:
-    log_path = cfg.log or DEFAULT_LOG
-    try:
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    except OSError as exc:
-        raise ConfigError(f"log file {log_path}: {exc.strerror}") from None
+def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain, log_fd: int, log_path: str) -> int:
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
@@ -161,7 +211,7 @@ def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain) -> int:
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(log_fd, 1)  # stdout to the log now; stderr stays with the caller until ready
-        setup_logging(mountpoint, stream=os.fdopen(os.dup(log_fd), "a", buffering=1))
+        setup_logging(mountpoint, stream=log_stream(os.dup(log_fd)))
 
         def ready():
             os.dup2(log_fd, 2)
@@ -172,7 +222,7 @@ def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain) -> int:
         try:
             serve_mount(cfg, mountpoint, td, on_ready=ready)
         except BaseException as exc:  # report why, then exit non-zero
-            logging.getLogger("tdxfs").error("mount failed: %s", exc)
+            logging.getLogger("tdxfs").error("mount failed: %s", printable(str(exc), backslash=False))
             code = 1
         os._exit(code)
 
@@ -184,7 +234,8 @@ def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain) -> int:
     if got is None:  # still not ready: do not leave a half-started daemon behind
         os.kill(pid, signal.SIGTERM)
     os.waitpid(pid, 0)
-    print(f"tdxfs: mount on {mountpoint} failed (see the messages above and {log_path})", file=sys.stderr)
+    print(f"tdxfs: mount on {printable(mountpoint)} failed (see the messages above and {printable(log_path)})",
+          file=sys.stderr)
     return 1
 
 
@@ -200,23 +251,25 @@ def _read_with_timeout(fd: int, timeout: float) -> Optional[bytes]:
 def umount(mountpoint: str, lazy: bool = False) -> int:
     """``tdxfs umount``: also clears a dead mount left by a killed daemon."""
     fstype = mounted_fstype(mountpoint)
+    shown = printable(mountpoint)
     if fstype is None:
-        raise ConfigError(f"{mountpoint} is not mounted")
+        raise ConfigError(f"{shown} is not mounted")
     if fstype != "fuse.tdxfs":
-        raise ConfigError(f"{mountpoint} is a {fstype} mount, not tdxfs: not touching it")
+        raise ConfigError(f"{shown} is a {printable(fstype)} mount, not tdxfs: not touching it")
     target = os.path.realpath(mountpoint)
     reason = "no fusermount3, fusermount or umount found"
     for cmd in _umount_commands(target, lazy):
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            done = subprocess.run(cmd, capture_output=True)
         except FileNotFoundError:
             continue
         if done.returncode == 0:
             return 0
-        reason = (done.stderr or done.stdout).strip()
+        # the tool's message names the path, as bytes: one line, escaped
+        reason = printable("; ".join(os.fsdecode(done.stderr or done.stdout).strip().splitlines()))
         if "busy" in reason.lower() and not lazy:
-            raise ConfigError(f"{mountpoint} is busy ({reason}); close the files or use --lazy")
-    raise ConfigError(f"could not unmount {mountpoint}: {reason}")
+            raise ConfigError(f"{shown} is busy ({reason}); close the files or use --lazy")
+    raise ConfigError(f"could not unmount {shown}: {reason}")
 
 
 def _umount_commands(target: str, lazy: bool) -> List[List[str]]:

@@ -24,7 +24,7 @@ import stat
 import sys
 from typing import List, Optional, Tuple
 
-from tdxfs.errors import CommandNotExecutable, CommandNotFound, ConfigError, NotPrivileged, TdxfsError
+from tdxfs.errors import CommandNotExecutable, CommandNotFound, ConfigError, NotPrivileged, TdxfsError, printable
 from tdxfs.server import namespace as ns
 
 OWN_MOUNT = "/dev/tdxfs"  # where tdxfs run's own mount is, inside its namespace
@@ -67,13 +67,14 @@ def check_running_mount(path: str) -> str:
     from tdxfs.server.daemon import mounted_fstype
 
     fstype = mounted_fstype(path)
+    shown = printable(path)
     if fstype != "fuse.tdxfs":
-        what = "not a mount point" if fstype is None else f"a {fstype} mount"
-        raise ConfigError(f"--mount {path}: not a tdxfs mount ({what})")
+        what = "not a mount point" if fstype is None else f"a {printable(fstype)} mount"
+        raise ConfigError(f"--mount {shown}: not a tdxfs mount ({what})")
     try:
         os.stat(os.path.join(path, "tdx_guest"))
     except OSError as exc:
-        raise ConfigError(f"--mount {path}: {exc.strerror} (a dead mount? tdxfs umount {path})") from None
+        raise ConfigError(f"--mount {shown}: {exc.strerror} (a dead mount? tdxfs umount {shown})") from None
     return os.path.realpath(path)
 
 
@@ -122,11 +123,12 @@ class _Daemon:
 
         self.cfg = cfg
         self.log_path = cfg.log or daemon.DEFAULT_LOG
+        self.log_fd = daemon.open_log(self.log_path)  # O_NOFOLLOW, ours, a regular file (issue 8, 2)
         try:
-            self.log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            raise ConfigError(f"log file {self.log_path}: {exc.strerror}") from None
-        self.td, self.close = daemon.build_td(cfg)
+            self.td, self.close = daemon.build_td(cfg)
+        except BaseException:
+            os.close(self.log_fd)
+            raise
         self.pid = 0
 
     def start(self) -> None:
@@ -142,8 +144,9 @@ class _Daemon:
         if got == b"R":
             return
         if got is None:
-            raise TdxfsError(f"the mount was not ready after {READY_TIMEOUT:.0f} s (see {self.log_path})")
-        reason = got[1:].decode(errors="replace") or f"the daemon exited (see {self.log_path})"
+            raise TdxfsError(f"the mount was not ready after {READY_TIMEOUT:.0f} s (see {printable(self.log_path)})")
+        reason = printable(got[1:].decode(errors="replace"), backslash=False) or \
+            f"the daemon exited (see {printable(self.log_path)})"
         raise TdxfsError(f"mount failed: {reason}")
 
     def _serve(self, parent: int, ready_w: int) -> None:
@@ -157,7 +160,7 @@ class _Daemon:
             null = os.open(os.devnull, os.O_RDWR)
             os.dup2(null, 0)
             os.dup2(self.log_fd, 1)  # stderr stays the caller's until ready: libfuse's refusals
-            daemon.setup_logging(OWN_MOUNT, stream=os.fdopen(os.dup(self.log_fd), "a", buffering=1))
+            daemon.setup_logging(OWN_MOUNT, stream=daemon.log_stream(os.dup(self.log_fd)))
 
             def ready():
                 os.dup2(self.log_fd, 2)
@@ -166,7 +169,7 @@ class _Daemon:
             daemon.serve_mount(self.cfg, OWN_MOUNT, self.td, on_ready=ready)
             code = 0
         except BaseException as exc:  # tell tdxfs run why, then exit non-zero
-            logging.getLogger("tdxfs").error("mount failed: %s", exc)
+            logging.getLogger("tdxfs").error("mount failed: %s", printable(str(exc), backslash=False))
             try:
                 os.write(ready_w, b"E" + str(getattr(exc, "reason", exc)).encode()[:4000])
             except OSError:
@@ -243,7 +246,7 @@ def _run_command(executable: str, argv: List[str], env: dict, daemon: Optional[_
                 return exit_status(status)
             if child == daemon_pid:
                 daemon.pid = daemon_pid = 0
-                print(f"tdxfs: the mount's daemon exited ({_describe(status)}); see {daemon.log_path}",
+                print(f"tdxfs: the mount's daemon exited ({_describe(status)}); see {printable(daemon.log_path)}",
                       file=sys.stderr)
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.mounting import Mounted
+from tests.mounting import Mounted, stop_all
 
 
 @pytest.fixture
@@ -21,5 +21,4 @@ def mount_factory(tmp_path):
         return m
 
     yield start
-    for m in started:
-        m.__exit__(None, None, None)
+    stop_all(started)

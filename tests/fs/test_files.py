@@ -16,7 +16,9 @@ import tempfile
 import pytest
 
 from tests.fsclient import refused, slurp, put, Rejections
-from tests.mounting import Mounted, sh
+from tdxfs.server import mountinfo
+from tests import leakcheck
+from tests.mounting import Mounted, sh, stop_all
 
 # -- reference facts (tdx-abi.md), not taken from the code under test -----------------
 
@@ -134,11 +136,10 @@ def test_root_directory(mnt):
 
 def test_proc_mounts_names_tdxfs(mnt):
     target = os.path.realpath(mnt.mountpoint)
-    with open("/proc/mounts") as f:
-        lines = [line.split() for line in f if line.split()[1] == target]
-    assert len(lines) == 1
-    source, _, fstype, options = lines[0][:4]
-    assert (source, fstype) == ("tdxfs", "fuse.tdxfs")
+    here = mountinfo.mounts_at(target)  # /proc/mounts' fields, read as bytes (issue 8, defect 4)
+    assert len(here) == 1
+    source, fstype, options = here[0].source, here[0].fstype, (here[0].options + b"," + here[0].super_options).decode()
+    assert (source, fstype) == (b"tdxfs", "fuse.tdxfs")
     assert "default_permissions" in options.split(",")
     assert "allow_other" not in options.split(",")
     out = sh("findmnt -n -t fuse.tdxfs -o TARGET,SOURCE,FSTYPE", check=True).stdout.decode()
@@ -714,6 +715,7 @@ def public_mount():
     (pytest's tmp_path is 0700)."""
     base = tempfile.mkdtemp(prefix="tdxfs-test-", dir="/tmp")
     os.chmod(base, 0o755)
+    leakcheck.watch(base)  # outside tmp_path: the session's leak net looks here too
     started = []
 
     def start(*args):
@@ -724,9 +726,10 @@ def public_mount():
     try:
         yield start
     finally:
-        for m in started:
-            m.__exit__(None, None, None)
-        shutil.rmtree(base)
+        try:
+            stop_all(started)  # every mount stopped, even when one's check fails
+        finally:
+            shutil.rmtree(base)
 
 
 def as_user(uid: int, cmd: str):
@@ -734,13 +737,10 @@ def as_user(uid: int, cmd: str):
 
 
 def mount_options(m: Mounted):
-    target = os.path.realpath(m.mountpoint)
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if parts[1] == target:
-                return parts[3].split(",")
-    raise AssertionError("not mounted")
+    top = mountinfo.top_at(m.mountpoint)  # read as bytes (issue 8, defect 4)
+    if top is None:
+        raise AssertionError("not mounted")
+    return (top.options + b"," + top.super_options).decode().split(",")
 
 
 def test_other_users_refused_by_default(public_mount):
@@ -785,10 +785,12 @@ def test_uid_gid(public_mount):
 
 
 def test_umask(public_mount):
-    """umask=M as mount.fuse(8) defines it: the permission bits become 0777 & ~M."""
+    """umask=M only narrows (issue 8, defect 3): the permission bits become mode & ~M, not
+    0777 & ~M as libfuse would set them (which widens tdx_guest and the read-only files)."""
     m = public_mount("-o", "umask=0077,allow_other")
-    for p in [m.mountpoint, *(m.path(n) for n in TABLE)]:
-        assert stat.S_IMODE(os.stat(p).st_mode) == 0o700, p
+    assert stat.S_IMODE(os.stat(m.mountpoint).st_mode) == 0o700
+    for name, (mode, _) in TABLE.items():
+        assert stat.S_IMODE(os.stat(m.path(name)).st_mode) == mode & ~0o077, name
     done = as_user(65534, f"cat {m.path('rtmr3')}")
     assert done.returncode != 0 and b"Permission denied" in done.stderr
     # still read-only where the table says so, whatever the mode bits show

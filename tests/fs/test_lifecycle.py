@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from tdxfs.server import mountinfo
 from tests.fsclient import slurp, put
 from tests.mounting import COMMAND_TIMEOUT, Mounted, force_unmount, fstype_at, sh, tdxfs_cmd
 
@@ -117,16 +118,24 @@ class Cli:
         assert wait_exited(pid)
 
     def cleanup(self):
+        """Kill every daemon of ours, then clear every mount point; a step that fails does
+        not stop the others (issue 8, defect 12: a failing test must not leak)."""
+        errors = []
         for mp in self.mountpoints:
             for pid in daemon_pids(mp):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                wait_exited(pid)
-            force_unmount(str(mp))
+                if not wait_exited(pid):
+                    errors.append(f"daemon {pid} of {mp} did not exit after SIGKILL")
         for mp in self.mountpoints:
-            assert fstype_at(str(mp)) is None
+            try:
+                force_unmount(str(mp))
+            except Exception as exc:  # noqa: BLE001 - reported below, after the others
+                errors.append(f"{mp}: {exc!r}")
+        errors += [f"{mp} is still mounted" for mp in self.mountpoints if fstype_at(str(mp)) is not None]
+        assert not errors, errors
 
 
 @pytest.fixture
@@ -268,8 +277,7 @@ def test_mount_onto_existing_mount(cli, mode):
     # the first mount is untouched and still served by the same daemon
     assert hexval(mp / "rtmr3") == extended(bytes(48), EXT)
     assert daemon_pids(mp) == [pid]
-    with open("/proc/self/mountinfo") as f:
-        assert sum(line.split()[4] == str(mp) for line in f) == 1
+    assert len(mountinfo.mounts_at(mp)) == 1
     ok(tdxfs_cmd("umount", str(mp)))
 
 
@@ -353,19 +361,26 @@ def test_other_state_dir_is_another_platform(tmp_path):
     assert a[MAC_AT : MAC_AT + 32] != b[MAC_AT : MAC_AT + 32]
 
 
+# What a state directory holds besides its lock (tdxfs/model/state.py).
+STATE_FILES = ["event-log", "platform-pki.json", "platform-secret", "td-state.json"]
+LOG_HEADER = b"tdxfs event log v1\n"
+
+
 def _make_state(tmp_path):
     st = tmp_path / "state"
     with Mounted(tmp_path / "seed", "--state", str(st)) as m:
         put(m.path("rtmr3"), EXT)
         put(m.path("reportdata"), RD)
-    assert sorted(state_files(st)) == ["platform-pki.json", "platform-secret", "td-state.json"]
+    assert sorted(state_files(st)) == STATE_FILES
     return st
 
 
-def _flip_rtmr_digit(raw: bytes) -> bytes:
+def _flip_reportdata_digit(raw: bytes) -> bytes:
+    """A well-formed td-state.json whose checksum no longer matches (RTMRs now live in
+    event-log, so REPORTDATA is the value to change)."""
     doc = json.loads(raw)
-    digit = doc["rtmrs"][3][0]
-    doc["rtmrs"][3] = ("1" if digit != "1" else "2") + doc["rtmrs"][3][1:]
+    digit = doc["reportdata"][0]
+    doc["reportdata"] = ("1" if digit != "1" else "2") + doc["reportdata"][1:]
     return json.dumps(doc).encode()
 
 
@@ -373,12 +388,25 @@ CORRUPTIONS = {
     "td-state-garbage": ("td-state.json", lambda raw: b"\x00garbage{"),
     "td-state-empty": ("td-state.json", lambda raw: b""),
     "td-state-truncated": ("td-state.json", lambda raw: raw[: len(raw) // 2]),
-    "td-state-checksum": ("td-state.json", _flip_rtmr_digit),
+    "td-state-checksum": ("td-state.json", _flip_reportdata_digit),
     "secret-short": ("platform-secret", lambda raw: raw[:31]),
     "secret-missing": ("platform-secret", None),
     "pki-garbage": ("platform-pki.json", lambda raw: b"\x00garbage{"),
     "pki-truncated": ("platform-pki.json", lambda raw: raw[: len(raw) // 2]),
+    # the event log, the source of truth for RTMR0-3: a torn last record is dropped (below),
+    # anything else that does not check refuses the start
+    "event-log-missing": ("event-log", None),
+    "event-log-empty": ("event-log", lambda raw: b""),
+    "event-log-garbage": ("event-log", lambda raw: b"\x00garbage{"),
+    "event-log-header-only": ("event-log", lambda raw: raw[: len(LOG_HEADER)]),  # no boot events
+    "event-log-truncated": ("event-log", lambda raw: raw[: len(raw) // 2]),  # inside the boot events
+    "event-log-bad-record": ("event-log", lambda raw: _flip_byte(raw, len(LOG_HEADER) + 20)),  # more follows
+    "event-log-wrong-header": ("event-log", lambda raw: b"tdxfs event log v9\n" + raw[len(LOG_HEADER):]),
 }
+
+
+def _flip_byte(raw: bytes, at: int) -> bytes:
+    return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1 :]
 
 
 @pytest.mark.parametrize("mode", ["daemon", "foreground"])
@@ -404,8 +432,23 @@ def test_corrupt_state_refuses_the_mount(cli, tmp_path, case, mode):
     assert slurp(mp / "rtmr3") == b"0" * 96 + b"\n"
     assert slurp(mp / "reportdata") == b"0" * 128 + b"\n"
     ok(tdxfs_cmd("umount", str(mp)))
-    assert sorted(state_files(st)) == ["platform-pki.json", "platform-secret", "td-state.json"]
+    assert sorted(state_files(st)) == STATE_FILES
     assert len((st / "platform-secret").read_bytes()) == 32
+
+
+def test_torn_event_log_tail_is_dropped_with_a_notice(cli, tmp_path):
+    """A last record cut short (a crash mid-append: never acknowledged) is the one damage
+    the start repairs, and it says so in the log; the records before it stand."""
+    st = _make_state(tmp_path)
+    raw = (st / "event-log").read_bytes()
+    (st / "event-log").write_bytes(raw + raw[len(LOG_HEADER) : len(LOG_HEADER) + 30])  # half a record
+    mp = cli.mountpoint()
+    ok(cli.mount(mp, "--state", str(st)))
+    assert hexval(mp / "rtmr3") == extended(bytes(48), EXT)
+    ok(tdxfs_cmd("umount", str(mp)))
+    assert (st / "event-log").read_bytes() == raw
+    notices = [line for line in cli.log(mp).splitlines() if "event-log" in line and "dropped 30 bytes" in line]
+    assert len(notices) == 1, cli.log(mp)
 
 
 def test_reset_starts_a_new_td_on_a_new_platform(cli, tmp_path):

@@ -28,6 +28,7 @@ from tests.model import reference as ref
 
 SECRET_FILE = "platform-secret"
 TD_FILE = "td-state.json"
+LOCK = "lock"
 LOG_FILE = "event-log"
 DATA = bytes([0x99]) * 48
 
@@ -387,14 +388,50 @@ def test_disk_full_during_save_is_state_error(tmp_path, monkeypatch):
         with pytest.raises(StateError) as exc:
             td.extend(0, DATA)
         assert os.strerror(errno.ENOSPC) in str(exc.value)
+        assert exc.value.errno == errno.ENOSPC
         assert td.rtmrs() == before
         assert td.event_log.events() == log
 
-        monkeypatch.setattr(state_mod, "_write_durable", no_space)
-        with pytest.raises(StateError) as exc:
+        stored = (path / TD_FILE).read_bytes()
+        with pytest.raises(StateError) as exc:  # the temporary file fails the same way
             td.set_reportdata(bytes([2]) * 64)
         assert os.strerror(errno.ENOSPC) in str(exc.value)
+        assert exc.value.errno == errno.ENOSPC
         assert td.reportdata == bytes(64)
+        assert (path / TD_FILE).read_bytes() == stored
+        assert sorted(os.listdir(path)) == sorted([LOCK, SECRET_FILE, "platform-pki.json", TD_FILE, LOG_FILE]), \
+            "the temporary file is removed"
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT, errno.EIO], ids=errno.errorcode.get)
+@pytest.mark.parametrize("step", ["write", "fsync", "rename"])
+def test_a_failed_save_removes_its_temporary_file(tmp_path, monkeypatch, step, err):
+    """Whichever step of write-temp/fsync/rename fails: no temporary file is left behind,
+    td-state.json and REPORTDATA are unchanged, and the errno says why (ENOSPC for a full
+    disk or a quota, EIO for anything else)."""
+    path = tmp_path / "state"
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        td.set_reportdata(bytes([1]) * 64)
+        stored = (path / TD_FILE).read_bytes()
+        names = sorted(os.listdir(path))
+
+        def fail(*args, **kw):
+            raise OSError(err, os.strerror(err))
+
+        target = {"write": (state_mod, "_write_all"), "fsync": (state_mod.os, "fsync"),
+                  "rename": (state_mod.os, "rename")}[step]
+        with monkeypatch.context() as patch:
+            patch.setattr(*target, fail)
+            with pytest.raises(StateError) as exc:
+                td.set_reportdata(bytes([2]) * 64)
+        assert exc.value.errno == (errno.ENOSPC if err != errno.EIO else errno.EIO)
+        assert sorted(os.listdir(path)) == names
+        assert (path / TD_FILE).read_bytes() == stored
+        assert td.reportdata == bytes([1]) * 64
+        td.set_reportdata(bytes([3]) * 64)  # and the next save works
+    with opened(path) as st:
+        assert st.open_td(default_profile()).reportdata == bytes([3]) * 64
 
 
 def test_extend_after_close_fails_and_writes_nowhere(tmp_path, monkeypatch):
@@ -750,3 +787,219 @@ def test_explicit_register_without_events_resumes_relative_to_its_value(tmp_path
         td = st.open_td(profile)
         assert td.rtmr(2) == ref.extended(bytes([0xC1]) * 48, DATA)
         assert td.event_log.events()[-1] == ev.Event(3, ev.EV_IPL, DATA, b"")
+
+
+# -- a hostile state directory (issue 8, defect 1) -------------------------------------------
+#
+# The daemon runs as root: nothing in DIR may make it write, chmod or create anything
+# outside DIR. The "victim" is always a file in the test's own tmp_path.
+
+TEMP_FILES = [f".{SECRET_FILE}.tmp", ".platform-pki.json.tmp", f".{TD_FILE}.tmp", f".{LOG_FILE}.tmp"]
+STATE_FILES = [SECRET_FILE, "platform-pki.json", TD_FILE, LOG_FILE]
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+NOBODY = 65534
+
+
+def victim(tmp_path, content=b"victim: keep me\n"):
+    target = tmp_path / "victim"
+    target.write_bytes(content)
+    os.chmod(target, 0o644)
+    return target
+
+
+def untouched(target, content=b"victim: keep me\n") -> bool:
+    return target.read_bytes() == content and mode(target) == 0o644
+
+
+@pytest.mark.parametrize("name", TEMP_FILES)
+def test_a_planted_temp_symlink_is_removed_never_followed(tmp_path, name):
+    """A stale temporary file (here a symlink to a victim) is unlinked, relative to DIR,
+    before the temporary file is made with O_EXCL|O_NOFOLLOW: the victim is never written."""
+    target = victim(tmp_path)
+    path = tmp_path / "state"
+    path.mkdir(mode=0o700)
+    os.symlink(target, path / name)
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        td.set_reportdata(bytes([7]) * 64)
+        # planted again while the TD runs (as only DIR's owner could): still not followed
+        os.symlink(target, path / f".{TD_FILE}.tmp")
+        td.set_reportdata(bytes([8]) * 64)
+        td.extend(3, DATA)
+    assert untouched(target)
+    assert not any(n.endswith(".tmp") for n in os.listdir(path))
+    with opened(path) as st:
+        assert st.open_td(default_profile()).reportdata == bytes([8]) * 64
+
+
+def test_a_symlinked_state_directory_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o755)
+    os.chmod(target, 0o755)
+    link = tmp_path / "state"
+    os.symlink(target, link)
+    with pytest.raises(ConfigError) as exc:
+        StateDir(str(link))
+    assert str(link) in str(exc.value) and "symbolic link" in str(exc.value)
+    assert mode(target) == 0o755, "never chmod'ed through the link"
+    assert os.listdir(target) == []
+    # a dangling one: nothing is created at its target either
+    dangling = tmp_path / "state2"
+    os.symlink(tmp_path / "nowhere", dangling)
+    with pytest.raises(ConfigError) as exc:
+        StateDir(str(dangling))
+    assert str(dangling) in str(exc.value)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_lock_symlink_is_refused_and_its_target_never_created(tmp_path):
+    path = tmp_path / "state"
+    path.mkdir(mode=0o700)
+    os.symlink(tmp_path / "created-by-the-daemon", path / "lock")
+    with pytest.raises(ConfigError) as exc:
+        StateDir(str(path))
+    assert f"{path}/lock" in str(exc.value)
+    assert not (tmp_path / "created-by-the-daemon").exists()
+    target = victim(tmp_path)  # an existing target is not opened (nor truncated) either
+    os.unlink(path / "lock")
+    os.symlink(target, path / "lock")
+    with pytest.raises(ConfigError):
+        StateDir(str(path))
+    assert untouched(target)
+
+
+@pytest.mark.parametrize("name", STATE_FILES)
+def test_a_state_file_that_is_a_symlink_is_refused(tmp_path, name):
+    path = tmp_path / "state"
+    make_td(path)
+    real = tmp_path / f"real-{name}"
+    os.rename(path / name, real)
+    os.symlink(real, path / name)
+    before = real.read_bytes()
+    message = refused(path)
+    assert f"{path}/{name}" in message and "symbolic link" in message
+    assert real.read_bytes() == before and mode(real) == 0o600
+
+
+@pytest.mark.parametrize("name", STATE_FILES)
+def test_a_state_file_that_is_not_a_regular_file_is_refused(tmp_path, name):
+    """A FIFO in place of a state file is refused at once (never blocks the start)."""
+    path = tmp_path / "state"
+    make_td(path)
+    os.unlink(path / name)
+    os.mkfifo(path / name, 0o600)
+    message = refused(path)
+    assert f"{path}/{name}" in message and "regular file" in message
+
+
+@needs_root
+def test_a_state_directory_owned_by_another_user_is_refused(tmp_path):
+    """The issue's reproduction: mkdir S; ln -s VICTIM S/.platform-secret.tmp; chown -Rh nobody S."""
+    target = victim(tmp_path)
+    path = tmp_path / "state"
+    path.mkdir(mode=0o700)
+    os.symlink(target, path / f".{SECRET_FILE}.tmp")
+    for p in (path, path / f".{SECRET_FILE}.tmp"):
+        os.chown(p, NOBODY, NOBODY, follow_symlinks=False)
+    with pytest.raises(ConfigError) as exc:
+        StateDir(str(path))
+    message = str(exc.value)
+    assert str(path) in message and f"uid {NOBODY}" in message
+    assert untouched(target)
+    assert sorted(os.listdir(path)) == [f".{SECRET_FILE}.tmp"], "nothing created in it"
+    assert mode(path) == 0o700 and os.stat(path).st_uid == NOBODY
+
+
+@needs_root
+@pytest.mark.parametrize("name", STATE_FILES + ["lock"])
+def test_a_state_file_owned_by_another_user_is_refused(tmp_path, name):
+    path = tmp_path / "state"
+    make_td(path)
+    os.chown(path / name, NOBODY, NOBODY)
+    with pytest.raises(ConfigError) as exc:
+        with opened(path) as st:
+            st.open_td(default_profile())
+    assert f"{path}/{name}" in str(exc.value) and f"uid {NOBODY}" in str(exc.value)
+    assert os.stat(path / name).st_uid == NOBODY
+
+
+@pytest.mark.parametrize("dmode", [0o770, 0o707, 0o777, 0o1777, 0o720], ids=lambda m: f"{m:04o}")
+def test_a_state_directory_writable_by_others_is_refused_and_left_alone(tmp_path, dmode):
+    path = tmp_path / "state"
+    make_td(path)
+    os.chmod(path, dmode)
+    with pytest.raises(ConfigError) as exc:
+        StateDir(str(path))
+    assert str(path) in str(exc.value) and "writable by group or others" in str(exc.value)
+    assert stat.S_IMODE(os.stat(path).st_mode) == dmode
+
+
+@pytest.mark.parametrize("name", STATE_FILES + ["lock"])
+@pytest.mark.parametrize("fmode", [0o620, 0o602, 0o666], ids=lambda m: f"{m:04o}")
+def test_a_state_file_writable_by_others_is_refused_and_left_alone(tmp_path, name, fmode):
+    """Another user could have rewritten it (a checksum is no MAC): refused, not repaired."""
+    path = tmp_path / "state"
+    make_td(path)
+    os.chmod(path / name, fmode)
+    with pytest.raises(ConfigError) as exc:
+        with opened(path) as st:
+            st.open_td(default_profile())
+    assert f"{path}/{name}" in str(exc.value) and "writable by group or others" in str(exc.value)
+    assert mode(path / name) == fmode
+
+
+@pytest.mark.parametrize("name", STATE_FILES + ["lock"])
+@pytest.mark.parametrize("fmode", [0o644, 0o604, 0o400, 0o700], ids=lambda m: f"{m:04o}")
+def test_a_state_file_with_a_wider_mode_is_put_back_to_0600(tmp_path, name, fmode):
+    """Readable by others (never writable): put back to 0600, and the TD's notices say so."""
+    path = tmp_path / "state"
+    first = make_td(path)
+    os.chmod(path / name, fmode)
+    with opened(path) as st:
+        td = st.open_td(default_profile())
+        assert td.rtmrs() == first.rtmrs()
+        assert any(f"{path}/{name}" in n and "0600" in n for n in td.notices), td.notices
+    assert mode(path / name) == 0o600
+
+
+def test_read_pki_and_read_event_log_do_not_follow_symlinks(tmp_path):
+    path = tmp_path / "state"
+    make_td(path)
+    assert state_mod.read_pki(str(path)) is not None
+    link = tmp_path / "link"
+    os.symlink(path, link)
+    for reader in (state_mod.read_pki, state_mod.read_event_log):
+        with pytest.raises(ConfigError) as exc:
+            reader(str(link))
+        assert str(link) in str(exc.value) and "symbolic link" in str(exc.value)
+    for name, reader in (("platform-pki.json", state_mod.read_pki), (LOG_FILE, state_mod.read_event_log)):
+        real = tmp_path / f"real-{name}"
+        os.rename(path / name, real)
+        os.symlink(real, path / name)
+        with pytest.raises(ConfigError) as exc:
+            reader(str(path))
+        assert f"{path}/{name}" in str(exc.value) and "symbolic link" in str(exc.value)
+        os.unlink(path / name)
+        os.rename(real, path / name)
+        os.chmod(path / name, 0o666)
+        with pytest.raises(ConfigError) as exc:
+            reader(str(path))
+        assert "writable by group or others" in str(exc.value)
+        assert mode(path / name) == 0o666, "a reader changes nothing"
+        os.chmod(path / name, 0o600)
+    os.chmod(path, 0o777)
+    with pytest.raises(ConfigError):
+        state_mod.read_pki(str(path))
+
+
+def test_reset_unlinks_planted_symlinks_without_following_them(tmp_path):
+    target = victim(tmp_path)
+    path = tmp_path / "state"
+    make_td(path)
+    os.unlink(path / LOG_FILE)
+    os.symlink(target, path / LOG_FILE)
+    os.symlink(target, path / f".{LOG_FILE}.tmp")
+    with opened(path, reset=True) as st:
+        st.open_td(default_profile()).extend(3, DATA)
+    assert untouched(target)
+    assert not os.path.islink(path / LOG_FILE)
