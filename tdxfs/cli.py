@@ -269,6 +269,12 @@ def cmd_quote_verify(args) -> int:
 def cmd_bench(args) -> int:
     from tdxfs.bench.run import Settings, run
 
+    if args.mount:
+        from tdxfs.server.daemon import mounted_fstype
+
+        if mounted_fstype(args.mount) != "fuse.tdxfs":
+            raise TdxfsError(f"--mount {args.mount}: not a tdxfs mount")
+
     s = Settings.quick() if args.quick else Settings.full()
     if args.rounds:
         s.rounds = args.rounds
