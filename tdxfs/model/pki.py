@@ -438,12 +438,14 @@ class PlatformPki:
             ppid = bytes.fromhex(blobs["ppid"])
             instance = bytes.fromhex(blobs["platform_instance_id"])
             tcb = PckTcb(bytes.fromhex(blobs["pck_tcb.cpusvn"]), int(blobs["pck_tcb.pcesvn"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # int(Infinity) too
             raise bad(f"{type(exc).__name__}: {exc}") from None
         for name, key in keys.items():
             if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
                 raise bad(f"{name} key is not ECDSA P-256")
         for name in certs:
+            if not isinstance(certs[name].public_key(), ec.EllipticCurvePublicKey):
+                raise bad(f"{name} certificate's key is not ECDSA P-256")
             if certs[name].public_key().public_numbers() != keys[name].public_key().public_numbers():
                 raise bad(f"{name} certificate does not match its key")
         if len(ppid) != PPID_SIZE or len(instance) != PLATFORM_INSTANCE_ID_SIZE:
