@@ -48,7 +48,7 @@ def name_of(i: int) -> str:
 
 
 def in_process(count: int, used: int) -> Dict[str, float]:
-    from tdxfs.files.table import Tree
+    from tdxfs.files.tree import Tree
     from tdxfs.model.machine import in_memory_td
     from tdxfs.model.profile import default_profile
 

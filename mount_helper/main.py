@@ -204,8 +204,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
 
     from tdxfs.errors import TdxfsError, printable
-    from tdxfs.model.profile import load_profile
-    from tdxfs.server.daemon import build_td, check_mountpoint, mount
+    from tdxfs.model.machine import build_td
+    from tdxfs.model.profile import load_profile, profile_or_default
+    from tdxfs.server.daemon import check_mountpoint, mount
 
     if args["verbose"]:
         shown = ", ".join(f"{k}={v}" for k, v in vars(cfg).items() if v not in (None, False, {}))
@@ -214,7 +215,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args["fake"]:  # the checks mount() makes first, without touching the state DIR
             check_mountpoint(cfg.mountpoint)
             if cfg.state is None:
-                build_td(cfg)
+                build_td(profile_or_default(cfg.profile), None, cfg.reset)
             elif cfg.profile:
                 load_profile(cfg.profile)
             return 0

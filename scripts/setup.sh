@@ -11,6 +11,9 @@ ldconfig -p | grep -q 'libfuse3\.so\.3' || need+=(libfuse3-3)
 ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)      # for the fusepy tox env
 command -v xxd >/dev/null || need+=(xxd)
 command -v strace >/dev/null || need+=(strace)                 # syscall counts in benchmarks
+command -v gcc >/dev/null || need+=(gcc)                       # the bench's C reference server and client
+command -v pkg-config >/dev/null || need+=(pkg-config)
+[ -f /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
 command -v unshare >/dev/null || need+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

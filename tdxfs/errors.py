@@ -78,6 +78,13 @@ class ConfigError(TdxfsError):
     errno = errno.EINVAL
 
 
+class UsageError(ConfigError):
+    """A command line that does not hold together (an option that needs another, two that
+    exclude each other): the CLI exits 2, as for argparse's own usage errors."""
+
+    exit_status = 2
+
+
 # -- tdxfs run: refusals before COMMAND starts; exit_status is tdxfs run's, as shells have it
 
 
@@ -110,12 +117,6 @@ class AlreadyExists(TdxfsError):
     errno = errno.EEXIST
 
 
-class NoSpace(TdxfsError):
-    """mkdir past the cap on report instances (leaked instances are tolerated up to it)."""
-
-    errno = errno.ENOSPC
-
-
 class NameTooLong(TdxfsError):
     """A name longer than NAME_MAX (255 bytes), as configfs's lookup answers."""
 
@@ -126,12 +127,6 @@ class FileTooBig(TdxfsError):
     """A binary attribute past its maximum: inblob beyond 64 bytes, an outblob beyond 32 KiB."""
 
     errno = errno.EFBIG
-
-
-class TextBusy(TdxfsError):
-    """Reading and writing one binary-attribute fd: configfs refuses to switch modes."""
-
-    errno = errno.ETXTBSY
 
 
 class Busy(TdxfsError):

@@ -5,7 +5,7 @@ Kept apart from the TDX module model (``tdxfs.model``): this is the kernel's int
 ioctl node that serves it and the client that calls it.
 """
 
-import struct
+from tdxfs.model.abi.layout import U8, U64, Layout
 
 _IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
 
@@ -37,12 +37,24 @@ TDREPORT_LEN = 1024
 REPORTMACSTRUCT_LEN = 256
 EXTEND_DATA_LEN = 48
 
-# struct tdx_report_req { u8 reportdata[64]; u8 tdreport[1024]; }
-REPORT_REQ_SIZE = REPORTDATA_LEN + TDREPORT_LEN
-# struct tdx_verify_report_req { u8 reportmac[256]; u64 err_code; }
-VERIFY_REQ = struct.Struct(f"<{REPORTMACSTRUCT_LEN}sQ")
-# struct tdx_extend_rtmr_req { u8 data[48]; u8 index; }
-EXTEND_REQ = struct.Struct(f"<{EXTEND_DATA_LEN}sB")
+# The request structures, as tables of the same mechanism as the TDX ABI's
+# (tdxfs.model.abi.layout): pack/unpack/size as struct.Struct, and fields by name.
+REPORT_REQ = Layout(
+    "struct tdx_report_req", REPORTDATA_LEN + TDREPORT_LEN,
+    ("reportdata", 0, REPORTDATA_LEN),
+    ("tdreport", REPORTDATA_LEN, TDREPORT_LEN),
+)
+REPORT_REQ_SIZE = REPORT_REQ.size
+VERIFY_REQ = Layout(
+    "struct tdx_verify_report_req", REPORTMACSTRUCT_LEN + 8,
+    ("reportmac", 0, REPORTMACSTRUCT_LEN),
+    ("err_code", REPORTMACSTRUCT_LEN, U64),
+)
+EXTEND_REQ = Layout(
+    "struct tdx_extend_rtmr_req", EXTEND_DATA_LEN + 1,
+    ("data", 0, EXTEND_DATA_LEN),
+    ("index", EXTEND_DATA_LEN, U8),
+)
 
 TDX_CMD_GET_REPORT0 = _ioc(_IOC_READ | _IOC_WRITE, "T", 1, REPORT_REQ_SIZE)
 TDX_CMD_VERIFY_REPORT = _ioc(_IOC_READ | _IOC_WRITE, "T", 2, VERIFY_REQ.size)

@@ -9,3 +9,9 @@ def pytest_addoption(parser):
     parser.addoption("--real-guest", action="store_true", default=False,
                      help="run tests/conformance against this machine's own TDX guest paths "
                           "(a real TDX guest); skips the checks that need the simulator")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "shared_mount: the test only reads or refuses, so it takes a turn on its module's shared "
+                   "mount (tests/mounting.py SharedMount checks that it leaves the mount as it found it)")

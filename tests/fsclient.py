@@ -4,8 +4,9 @@ log of refusals. Never imports tdxfs: a test's expectations stay independent of 
 import errno
 import multiprocessing
 import os
+import time
 
-from tests.mounting import Mounted
+from tests.mounting import COMMAND_TIMEOUT, Mounted
 
 
 def slurp(path: str, chunk: int = 131072) -> bytes:
@@ -31,6 +32,27 @@ def put(path: str, data: bytes, flags: int = os.O_WRONLY) -> int:
         os.close(fd)
 
 
+# files a snapshot does not read: the ioctl node (no read), the request counters (they move
+# with every request), and configfs's binary attributes (inblob cannot be read; a read of
+# outblob makes a quote, or is refused and logged)
+UNOBSERVED = {"tdx_guest", ".stats", "inblob", "outblob"}
+
+
+def observable(m: Mounted) -> dict:
+    """Everything a client can observe of a mount's TD, for "nothing changed" checks: the
+    names in every directory and the bytes of every readable file (registers, a report,
+    the event log and its CCEL views, each configfs instance's generation)."""
+    seen = {}
+    for top, dirs, files in os.walk(m.mountpoint):
+        rel = os.path.relpath(top, m.mountpoint)
+        dirs.sort()
+        seen[f"{rel}/"] = sorted(dirs + files)
+        for name in sorted(files):
+            if name not in UNOBSERVED:
+                seen[os.path.normpath(os.path.join(rel, name))] = slurp(os.path.join(top, name))
+    return seen
+
+
 class Rejections:
     """The daemon's 'rejected' log lines written since this object was made."""
 
@@ -53,6 +75,19 @@ class Rejections:
         assert len(new) == 1, f"expected one rejected line, got {new!r}\nlog:\n{self.m.log()}"
         assert f"rejected {op} {path}: {errno.errorcode[err]} (" in new[0], new[0]
         return new[0]
+
+
+def wait_until(predicate, what: str, timeout: float = COMMAND_TIMEOUT):
+    """Poll ``predicate`` until it returns something true, and return that. The deadline only
+    bounds a hang (then the test fails, naming ``what``): never a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not after {timeout:.0f} s: {what}")
+        time.sleep(0.01)
 
 
 def run_clients(target, args_of, count: int, timeout: float = 120) -> list:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from tdxfs.errors import TdxfsError
+from tdxfs.errors import TdxfsError, UsageError
 from tdxfs.files.eventlog import Record
 from tdxfs.model import abi
 from tdxfs.model.eventlog import EV_NO_ACTION, MAX_EVENT_DATA, decode_ccel_data, replay
@@ -22,7 +22,7 @@ def mount_dir(mount: Optional[str]) -> str:
     """--mount DIR, else $TDXFS_MOUNT; a one-line refusal when neither is given."""
     mount = mount or os.environ.get(MOUNT_ENV)
     if not mount:
-        raise TdxfsError(f"--mount DIR is needed (or set {MOUNT_ENV}; `tdxfs run` sets it for its command)")
+        raise UsageError(f"--mount DIR is needed (or set {MOUNT_ENV}; `tdxfs run` sets it for its command)")
     return mount
 
 
@@ -73,10 +73,11 @@ def read_file(path: str, what: str) -> bytes:
 
 def replay_ccel(path: str) -> Dict[str, bytes]:
     """RTMR0-3 replayed from zero from the CCEL log area at ``path``."""
+    data = read_file(path, "event log")
     try:
-        events = decode_ccel_data(read_file(path, "event log"))
+        events = decode_ccel_data(data)
     except TdxfsError as exc:
-        raise TdxfsError(exc.reason if exc.reason.startswith("event log ") else f"{path}: {exc.reason}") from None
+        raise TdxfsError(f"{path}: {exc.reason}") from None
     regs = replay(events)
     return {name: regs[name] for name in RTMRS}
 

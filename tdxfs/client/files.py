@@ -2,8 +2,6 @@
 
 import os
 
-REPORT_SIZE = 1024
-
 
 def _read_all(fd: int) -> bytes:
     return os.pread(fd, 131072, 0)

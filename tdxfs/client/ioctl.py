@@ -15,9 +15,17 @@ _libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 _libc.ioctl.restype = ctypes.c_int
 
 
-def ioctl(fd: int, cmd: int, buf) -> None:
+def ioctl_errno(fd: int, cmd: int, buf) -> int:
+    """One ioctl with ``buf`` (a ctypes buffer) as its argument: 0, or the errno it failed
+    with. No exception, for a caller that expects the failure (a probe, a benchmark floor)."""
     if _libc.ioctl(fd, cmd, ctypes.addressof(buf)) < 0:
-        err = ctypes.get_errno()
+        return ctypes.get_errno()
+    return 0
+
+
+def ioctl(fd: int, cmd: int, buf) -> None:
+    err = ioctl_errno(fd, cmd, buf)
+    if err:
         raise OSError(err, f"ioctl {cmd:#010x}: {os.strerror(err)}")
 
 
@@ -46,7 +54,8 @@ class TdxGuest:
         req = self._report_req
         ctypes.memmove(req, reportdata, L.REPORTDATA_LEN)
         ioctl(self.fd, L.TDX_CMD_GET_REPORT0, req)
-        return req.raw[L.REPORTDATA_LEN :]
+        _, report = L.REPORT_REQ.unpack(req.raw)
+        return report
 
     def extend_rtmr(self, index: int, data48: bytes) -> None:
         buf = ctypes.create_string_buffer(L.EXTEND_REQ.pack(data48, index), L.EXTEND_REQ.size)

@@ -7,26 +7,24 @@
   bytes in the TCG crypto-agile format: the Spec ID header, one TCG_PCR_EVENT2 per RTMR
   event (MR index = RTMR index + 1), 0xFF to the end of the area.
 
-Both are binary rows, mode 0400 as the kernel makes them, over ``td.event_log``; st_size is
-what a whole read returns at that moment. Reads are snapshots (``SnapshotHandle``): a read
-at offset 0, or the first read of an open file, takes one; later offsets continue it, so a
-reader in pieces never sees a log torn by a concurrent extend.
+Both are rows of raw bytes, mode 0400 as the kernel makes them, over ``td.event_log``;
+st_size is what a whole read returns at that moment. Reads are snapshots
+(``SnapshotHandle``): a read at offset 0, or the first read of an open file, takes one;
+later offsets continue it, so a reader in pieces never sees a log torn by a concurrent
+extend.
 """
 
-from tdxfs.files.table import BinaryFile, Directory
+from typing import Callable
+
+from tdxfs.files.nodes import Directory, File
 from tdxfs.model.eventlog import EventLog
 
 ACPI_TABLE_MODE = 0o400  # drivers/acpi/sysfs.c: tables and their data are root-readable only
 
 
+def acpi_row(name: str, content: Callable[[], bytes]) -> File:
+    return File(name, ACPI_TABLE_MODE, lambda: len(content()), show=content, kind="acpi")
+
+
 def acpi_dir(log: EventLog) -> Directory:
-    table = log.ccel_table
-    data = log.ccel_data
-    return Directory({
-        "CCEL": BinaryFile("CCEL", len(table()), read=table, perm=ACPI_TABLE_MODE, group="acpi",
-                           size_of=lambda: len(table())),
-        "data": Directory({
-            "CCEL": BinaryFile("CCEL", len(data()), read=data, perm=ACPI_TABLE_MODE, group="acpi",
-                               size_of=lambda: len(data())),
-        }),
-    })
+    return Directory("acpi", [acpi_row("CCEL", log.ccel_table), Directory("data", [acpi_row("CCEL", log.ccel_data)])])

@@ -31,26 +31,32 @@ configfs does.
 An idle instance is small (``benchmarks/configfs_instances.py`` measures it): one
 ``ReportInstance`` with ``__slots__`` and no lock of its own, held in the group's name
 table. The instance directory and its four attribute files are views made on lookup (the
-front end is path-based and keeps no node of ours), and the attribute table is shared.
+libfuse front end is path-based and keeps no node of ours; the kernel transport keeps a
+view only while the kernel holds its node id), and the attribute table is shared.
 
 Opening (checked for root too, as configfs does): an fd that may write needs a write mode
 bit and a store method, one that may read needs a read bit and a show method, otherwise
-EACCES. So every O_RDWR open of a TDX attribute is EACCES, and the ETXTBSY rule below is
-never reachable with this table; it is kept because it is what a binary attribute does.
+EACCES. The attribute table is checked when ``tsm/`` is built (``check_attributes``): the
+mode bits match the methods, a text attribute is read-only and a binary one is either
+read or written, never both (every TDX attribute is so). An fd therefore only ever reads
+or only ever writes, and configfs's ETXTBSY for an fd that switches has no case here.
 
 Binary attribute fds (one buffer per open file, guarded by its own lock):
-  - read: refused with ETXTBSY once the fd has written. The first read takes the blob
-    (an error is the read's errno and the next read retries); from then on every read of
-    this fd, at any offset, is served from that snapshot. A blob over the attribute's
-    maximum (32 KiB for outblob) is EFBIG.
-  - write: refused with ETXTBSY once the fd has read. The data lands in the fd's buffer at
-    the write's offset; a gap is zero-filled; a write ending past the maximum (64 for
-    inblob) is EFBIG and leaves the buffer as it was.
+  - read: the first read takes the blob (an error is the read's errno and the next read
+    retries); from then on every read of this fd, at any offset, is served from that
+    snapshot. A blob over the attribute's maximum (32 KiB for outblob) is EFBIG.
+  - write: the data lands in the fd's buffer at the write's offset; a gap is zero-filled;
+    a write ending past the maximum (64 for inblob) is EFBIG and leaves the buffer as it
+    was.
   - close: if the fd ever attempted a write (even one refused with EFBIG), the buffer is
     committed, whatever its length, zero included; an fd that never wrote (an O_TRUNC open
-    alone) commits nothing. The commit's own errors are logged, and the close succeeds.
-    ``release()`` commits; ``flush()`` is the same commit for a front end that sees every
-    close (a later close commits again only if the shared fd wrote again).
+    alone) commits nothing. ``release()`` commits (the last close, as configfs does);
+    ``flush()`` is the same commit for a front end that sees every close (a later close
+    commits again only if the shared fd wrote again). A commit's error (EBUSY, the only
+    one) is logged either way; where the commit runs at FLUSH (libfuse3, the kernel
+    transport) it is also close()'s error — the fd is closed all the same — while at
+    RELEASE (libfuse2, which has no FLUSH here) close() has already returned 0, as it
+    always does on configfs, whose release ignores the commit's error.
 Text attribute fds: the first read fills the fd's buffer; later reads (a rewind too) are
 served from it, so a kept-open ``generation`` fd shows the value it first read.
 Truncation (``O_TRUNC``, ``truncate``, ``ftruncate``; ``dd`` without ``conv=notrunc``) of any
@@ -92,12 +98,14 @@ does not change ``st_size``; ``sendfile``/``splice`` (EINVAL on configfs, which 
 splice) go through the kernel's page cache, sized by ``st_size``: 0 bytes from ``outblob``.
 Extended attributes answer as configfs's (EOPNOTSUPP; ``listxattr`` empty, as with no LSM),
 ``utimensat`` sets the times (kept by the front end, as configfs keeps them on the inode).
-And the commit's timing: configfs commits inside close(), while FUSE sends RELEASE after
-close() has returned, without waiting for it. A single-threaded server still handles it
-before the client's next request, as long as fewer than
-``max_background`` (12 by default) such background requests are in flight; with more
-concurrent clients, or a multithreaded server, a client may read generation or outblob
-before its own commit. FLUSH is the close-synchronous hook (see ``BinaryHandle.flush``).
+And the commit's timing: configfs commits inside close(). FUSE's FLUSH is sent from inside
+close(), and the front ends that have it (libfuse3, the kernel transport) commit there, so
+the commit is done when close() returns, and its error is close()'s (see above). libfuse2
+has no FOPEN_NOFLUSH, so there the commit waits for RELEASE, which FUSE sends after close()
+has returned, without waiting for it: a single-threaded server still handles it before the
+client's next request as long as fewer than ``max_background`` (12 by default) such
+background requests are in flight; with more concurrent clients, or a multithreaded
+server, a client may read generation or outblob before its own commit.
 """
 
 import os
@@ -105,19 +113,18 @@ import stat
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 from tdxfs import linuxabi
 from tdxfs.errors import (AccessDenied, AlreadyExists, Busy, FileTooBig, InvalidInput, NameTooLong, NoSuchEntry,
-                          NotATty, NotPermitted, OutOfMemory, TextBusy)
-from tdxfs.files.table import Directory, Node, SnapshotHandle
+                          NotATty, NotPermitted, OutOfMemory)
+from tdxfs.files.nodes import NAME_MAX, READ_BITS, WRITE_BITS, Directory, Handle, Node, TableError, is_file_name
 from tdxfs.model import abi
 
 PROVIDER = b"tdx_guest"
 INBLOB_MAX = 64  # TSM_REPORT_INBLOB_MAX
 OUTBLOB_MAX = 32 * 1024  # TSM_REPORT_OUTBLOB_MAX (SZ_32K)
 TEXT_ST_SIZE = 4096  # configfs gives text attributes PAGE_SIZE, binary ones 0
-NAME_MAX = 255
 _ULONG = 1 << 64  # the generation counters are unsigned long
 _RAW_DEFLATE = -15  # zlib wbits: no header or checksum (the cached quote never leaves the process)
 
@@ -250,10 +257,41 @@ TDX_ATTRIBUTES = (
 )
 
 
+def check_attributes(attributes: Iterable[Attribute]) -> Dict[str, Attribute]:
+    """The attribute table by name, or a TableError naming the first mistake: a name taken
+    twice or not a file name; mode bits that do not match the methods (a store exactly
+    where a write bit is, a show exactly where a read bit is); a text attribute that
+    takes writes, or a binary one both read and written (neither is served here); a
+    binary attribute without a maximum size."""
+    table: Dict[str, Attribute] = {}
+    for a in attributes:
+        def bad(reason: str) -> TableError:
+            return TableError(f"configfs attribute {a.name!r} (mode {a.perm:04o}): {reason}")
+
+        if not is_file_name(a.name):
+            raise bad("not a file name")
+        if a.name in table:
+            raise bad("two attributes of that name")
+        if a.perm & ~0o777:
+            raise bad("the permission bits are not 0..0777")
+        if bool(a.perm & WRITE_BITS) != (a.store is not None):
+            raise bad("a write bit needs a store method, and a store method a write bit")
+        if bool(a.perm & READ_BITS) != (a.show is not None):
+            raise bad("a read bit needs a show method, and a show method a read bit")
+        if not a.binary and a.store is not None:
+            raise bad("a text attribute that takes writes is not served (text fds only read)")
+        if a.binary and a.show is not None and a.store is not None:
+            raise bad("a binary attribute both read and written is not served (an fd reads or writes)")
+        if a.binary and a.max_size <= 0:
+            raise bad("a binary attribute needs its maximum size")
+        table[a.name] = a
+    return table
+
+
 # -- per-open-file buffers ---------------------------------------------------------------------
 
 
-class _AttributeHandle(SnapshotHandle):
+class _AttributeHandle(Handle):
     def __init__(self, node: "AttributeFile"):
         super().__init__(node)
         self.attr = node.attr
@@ -270,18 +308,19 @@ class _AttributeHandle(SnapshotHandle):
 class TextHandle(_AttributeHandle):
     """A text attribute fd: filled on its first read, then served from that buffer."""
 
+    def __init__(self, node: "AttributeFile"):
+        super().__init__(node)
+        self._text: Optional[bytes] = None
+
     def read(self, size: int, offset: int) -> bytes:
         with self._lock:
-            if self._snapshot is None:
-                self._snapshot = self.attr.show(self.instance)
-            return self._snapshot[offset : offset + size]
-
-    def write(self, data: bytes, offset: int) -> int:
-        raise AccessDenied(f"{self.attr.name} is read-only")  # not reachable: open refuses writers
+            if self._text is None:
+                self._text = self.attr.show(self.instance)
+            return self._text[offset : offset + size]
 
 
 class BinaryHandle(_AttributeHandle):
-    """A binary attribute fd: one buffer, used either for reading or for writing."""
+    """A binary attribute fd: one buffer, for reading (``show``) or for writing (``store``)."""
 
     def __init__(self, node: "AttributeFile"):
         super().__init__(node)
@@ -290,16 +329,11 @@ class BinaryHandle(_AttributeHandle):
         self.commits_on_close = node.attr.store is not None
         self._buffer = bytearray()
         self._filled = False
-        self.reading = False
-        self.writing = False
         self._writes = 0  # write attempts so far (refused ones too: configfs marks the fd first)
         self._committed = 0  # ... of which a commit has covered this many
 
     def read(self, size: int, offset: int) -> bytes:
         with self._lock:
-            if self.writing:
-                raise TextBusy(f"{self.attr.name}: this fd has written; reading it too is not supported")
-            self.reading = True
             if not self._filled:
                 blob = self.attr.show(self.instance)
                 if not blob:
@@ -312,9 +346,6 @@ class BinaryHandle(_AttributeHandle):
 
     def write(self, data: bytes, offset: int) -> int:
         with self._lock:
-            if self.reading:
-                raise TextBusy(f"{self.attr.name}: this fd has read; writing it too is not supported")
-            self.writing = True
             self._writes += 1
             end = offset + len(data)
             if end > len(self._buffer):
@@ -363,11 +394,11 @@ class AttributeFile(Node):
     def attrs(self) -> Dict[str, int]:
         return {"st_mode": self.mode, "st_nlink": 1, "st_size": 0 if self.attr.binary else TEXT_ST_SIZE}
 
-    def open(self, flags: int) -> SnapshotHandle:
+    def open(self, flags: int) -> Handle:
         accmode = flags & os.O_ACCMODE
-        if accmode in (os.O_WRONLY, os.O_RDWR) and not (self.attr.perm & 0o222 and self.attr.store):
+        if accmode in (os.O_WRONLY, os.O_RDWR) and not self.attr.perm & WRITE_BITS:
             raise AccessDenied(f"{self.name} cannot be opened for writing (mode {self.attr.perm:04o})")
-        if accmode in (os.O_RDONLY, os.O_RDWR) and not (self.attr.perm & 0o444 and self.attr.show):
+        if accmode in (os.O_RDONLY, os.O_RDWR) and not self.attr.perm & READ_BITS:
             raise AccessDenied(f"{self.name} cannot be opened for reading (mode {self.attr.perm:04o})")
         return BinaryHandle(self) if self.attr.binary else TextHandle(self)
 
@@ -386,8 +417,16 @@ class _ConfigfsDirectory(Directory):
     absent_kind = "missing"  # what /.stats counts a request for a name not (yet) here under
 
     def child(self, name: str) -> Node:
+        return self._find(self.entries, name, "entry")
+
+    @staticmethod
+    def _find(table: Dict[str, object], name: str, what: str):
+        """``table[name]``, after configfs's check of the name (ENAMETOOLONG), else ENOENT."""
         _check_name(name)
-        return super().child(name)
+        found = table.get(name)
+        if found is None:
+            raise NoSuchEntry(f"no {what} {name!r}", probe=True)
+        return found
 
     def make_dir(self, name: str) -> None:
         _check_name(name)
@@ -404,23 +443,18 @@ class _ConfigfsDirectory(Directory):
 
 class InstanceDirectory(_ConfigfsDirectory):
     """``tsm/report/NAME``: a view of one instance, made on lookup. Its attribute files are
-    made on lookup too, from the shared attribute table, so an idle instance holds neither."""
+    made on lookup too, from the group's attribute table, so an idle instance holds neither."""
 
-    _ATTRIBUTES = {a.name: a for a in TDX_ATTRIBUTES}
-
-    def __init__(self, instance: ReportInstance):
-        super().__init__({})  # no table of its own: the entries are the shared attributes
+    def __init__(self, instance: ReportInstance, attributes: Dict[str, Attribute]):
+        super().__init__(instance.name)  # no table of its own: the entries are the group's attributes
         self.instance = instance
+        self.attributes = attributes
 
     def child(self, name: str) -> Node:
-        _check_name(name)
-        attr = self._ATTRIBUTES.get(name)
-        if attr is None:
-            raise NoSuchEntry(f"no entry {name!r}", probe=True)
-        return AttributeFile(attr, self.instance)
+        return AttributeFile(self._find(self.attributes, name, "entry"), self.instance)
 
     def names(self) -> Iterator[str]:
-        return iter(self._ATTRIBUTES)
+        return iter(self.attributes)
 
     def attrs(self) -> Dict[str, int]:
         return {"st_mode": self.mode, "st_nlink": 2, "st_size": 0}
@@ -433,8 +467,9 @@ class ReportGroup(_ConfigfsDirectory):
 
     absent_kind = "tsm-dir"  # a lookup of a new name precedes every mkdir
 
-    def __init__(self, quote: QuoteFn):
-        super().__init__({})
+    def __init__(self, quote: QuoteFn, attributes: Iterable[Attribute] = TDX_ATTRIBUTES):
+        super().__init__("report")
+        self.attributes = check_attributes(attributes)  # what each instance holds
         self.quote = quote
         self._lock = threading.Lock()  # the name table (and setting _zdict once): never held across a quote
         self._zdict: Optional[bytes] = None
@@ -458,11 +493,7 @@ class ReportGroup(_ConfigfsDirectory):
         return unpacker.decompress(packed) + unpacker.flush()
 
     def child(self, name: str) -> Node:
-        _check_name(name)
-        instance = self.entries.get(name)
-        if instance is None:
-            raise NoSuchEntry(f"no report instance {name!r}", probe=True)
-        return InstanceDirectory(instance)
+        return InstanceDirectory(self._find(self.entries, name, "report instance"), self.attributes)
 
     def names(self) -> Iterator[str]:
         with self._lock:
@@ -496,4 +527,4 @@ class ReportGroup(_ConfigfsDirectory):
 
 def tsm_tree(quote: QuoteFn) -> Directory:
     """``tsm/``, holding ``report/``."""
-    return _ConfigfsDirectory({"report": ReportGroup(quote)})
+    return _ConfigfsDirectory("tsm", [ReportGroup(quote)])

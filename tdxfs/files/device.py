@@ -1,23 +1,24 @@
 """The ``tdx_guest`` node: the kernel's ioctl ABI served on the same model functions.
 
 Command table: number -> handler(td, request bytes) -> reply bytes. The request is the
-``_IOC_SIZE(cmd)`` bytes the kernel copied in; the reply is copied back for _IOR/_IOWR
-commands. Errors follow the drivers: an unknown command is ENOTTY, EXTEND_RTMR of RTMR0/1
-is EPERM (intel/tdx downstream policy), an index past RTMR3 is EINVAL, a REPORTMACSTRUCT
-that does not verify is EIO.
+``_IOC_SIZE(cmd)`` bytes the kernel copied in (zeros for an _IOR command, which brings
+none): both front ends hand over exactly that many, as FUSE's restricted ioctls give
+them. The reply is copied back for _IOR/_IOWR commands. Errors follow the drivers: an
+unknown command is ENOTTY, EXTEND_RTMR of RTMR0/1 is EPERM (intel/tdx downstream
+policy), an index past RTMR3 is EINVAL, a REPORTMACSTRUCT that does not verify is EIO.
 """
 
 from typing import Callable, Dict
 
 from tdxfs import linuxabi as L
-from tdxfs.errors import DeviceError, InvalidInput, NotATty, NotPermitted
+from tdxfs.errors import DeviceError, NotATty, NotPermitted
 from tdxfs.model.td import TrustDomain
 
 
 def get_report0(td: TrustDomain, req: bytes) -> bytes:
     """TDX_CMD_GET_REPORT0: struct tdx_report_req, REPORTDATA in, TDREPORT out."""
-    reportdata = req[: L.REPORTDATA_LEN]
-    return reportdata + td.report(reportdata)
+    reportdata, _ = L.REPORT_REQ.unpack(req)
+    return L.REPORT_REQ.pack(reportdata, td.report(reportdata))
 
 
 def verify_report(td: TrustDomain, req: bytes) -> bytes:
@@ -61,6 +62,4 @@ def serve(td: TrustDomain, cmd: int, req: bytes) -> bytes:
     if handler is None:
         reason = UNSERVABLE.get(cmd, f"ioctl {cmd:#010x} is not a tdx_guest command")
         raise NotATty(reason, probe=cmd == L.TCGETS)
-    if len(req) != L.ioc_size(cmd):
-        raise InvalidInput(f"ioctl {cmd:#010x}: {len(req)} request bytes, expected {L.ioc_size(cmd)}")
     return handler(td, req)

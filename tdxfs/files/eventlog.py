@@ -29,13 +29,12 @@ changes. The newline is required so that a write the kernel splits into several 
     echo "3 EV_IPL $(sha384sum < app.bin | cut -d' ' -f1)" > MOUNT/eventlog
 """
 
-import os
 import string
 from dataclasses import dataclass
-from typing import Dict, Optional
+from functools import partial
 
 from tdxfs.errors import InvalidInput
-from tdxfs.files.table import File, SnapshotHandle
+from tdxfs.files.nodes import AppendHandle, File
 from tdxfs.model import abi
 from tdxfs.model.eventlog import event_type_name, parse_event_type
 from tdxfs.model.td import TrustDomain
@@ -101,43 +100,13 @@ def parse_record(data: bytes) -> Record:
     return Record(rtmr, event_type, digest, event_data)
 
 
-class EventLogHandle(SnapshotHandle):
-    """Writes are records: at offset 0, or at any offset on an O_APPEND fd (``>>``)."""
-
-    def __init__(self, node: "EventLogFile", append: bool):
-        super().__init__(node)
-        self._append = append
-
-    def write(self, data: bytes, offset: int) -> int:
-        return super().write(data, 0 if self._append else offset)
+def extend_with_record(td: TrustDomain, data: bytes) -> None:
+    """A write to ``eventlog``: one record, extended and logged together."""
+    r = parse_record(data)
+    td.extend(r.rtmr, r.digest, r.event_type, r.data)
 
 
-@dataclass
-class EventLogFile(File):
-    td: Optional[TrustDomain] = None
-
-    @property
-    def kind(self) -> str:
-        return "eventlog"
-
-    @property
-    def writable(self) -> bool:
-        return True
-
-    def render(self) -> bytes:
-        return self.td.event_log.text()
-
-    def accept(self, data: bytes) -> None:
-        r = parse_record(data)
-        self.td.extend(r.rtmr, r.digest, r.event_type, r.data)
-
-    def open(self, flags: int) -> SnapshotHandle:
-        super().open(flags & ~os.O_APPEND)  # the access-mode checks every row makes
-        return EventLogHandle(self, bool(flags & os.O_APPEND))
-
-    def attrs(self) -> Dict[str, int]:
-        return {**super().attrs(), "st_size": len(self.render())}
-
-
-def eventlog_file(td: TrustDomain) -> EventLogFile:
-    return EventLogFile("eventlog", 0, read=td.event_log.text, td=td)
+def eventlog_row(td: TrustDomain) -> File:
+    text = td.event_log.text
+    return File("eventlog", 0o644, lambda: len(text()), show=text, store=partial(extend_with_record, td),
+                handle=AppendHandle)

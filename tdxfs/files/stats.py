@@ -1,11 +1,15 @@
 """Request accounting: how many FUSE requests reached the handlers, by operation and by
 the kind of file they were for. Served read-only as JSON in ``/.stats``.
 
-Counted: every request that reaches a handler (LOOKUP and GETATTR both arrive as
-``getattr``). Not seen: what libfuse answers by itself — FORGET, INTERRUPT, OPENDIR and
-RELEASEDIR, and (libfuse2 only) the first FLUSH, answered ENOSYS, after which the kernel
-stops sending it. GETXATTR and the other xattr requests are served (and counted) since
-issue 8.
+Counted: every request that reaches a handler, under the operation names of libfuse's
+high-level API (LOOKUP and GETATTR both as ``getattr``; SETATTR as ``chmod``, ``chown``,
+``truncate`` or ``utimens``), the xattr requests included. FLUSH is counted as ``flush``:
+only files whose close commits (configfs ``inblob``) get one, the others are opened with
+FOPEN_NOFLUSH — except under libfuse2, which has no FOPEN_NOFLUSH and no flush handler
+here: it answers the first FLUSH ENOSYS by itself, and the kernel then stops sending it.
+Not counted: FORGET, BATCH_FORGET, INTERRUPT and DESTROY (no handler answers them), and
+under libfuse OPENDIR and RELEASEDIR, which libfuse answers itself; the kernel transport
+(``tdxfs.server.kernel``) counts those two as ``opendir`` and ``releasedir``.
 """
 
 import json

@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tdxfs.model import qe
+from tdxfs.model.abi.quote import SGX_REPORT_BODY
 from tdxfs.model.pki import CLOCK_SKEW, FMSPC, PCE_ID, PlatformPki
 
 TCB_INFO_VALIDITY = datetime.timedelta(days=30)  # PCS: nextUpdate = issueDate + 30 days
@@ -171,7 +172,7 @@ def qe_identity_body(issued: datetime.datetime) -> dict:
         "issueDate": _time(issued),
         "nextUpdate": _time(issued + QE_IDENTITY_VALIDITY),
         "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
-        "miscselect": qe.QE_MISCSELECT.to_bytes(4, "little").hex().upper(),
+        "miscselect": SGX_REPORT_BODY.fields["miscselect"].raw(qe.QE_MISCSELECT).hex().upper(),
         "miscselectMask": "FFFFFFFF",
         "attributes": "11000000000000000000000000000000",
         "attributesMask": mask,

@@ -52,12 +52,14 @@ it stops at an MR index of 0xFFFFFFFF or at the end of the data.
 """
 
 import hashlib
-import struct
 import threading
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from tdxfs.errors import InvalidInput
+from tdxfs.model.abi.ccel import (ALGORITHM_SIZE, CCEL_TABLE, DIGEST_ALGORITHM, EVENT_SIZE, SPEC_ID_EVENT,
+                                  TCG_PCR_EVENT, TCG_PCR_EVENT2, TCG_PCR_EVENT2_ONE_DIGEST, VENDOR_INFO_SIZE)
+from tdxfs.model.abi.layout import Field, Layout
 
 DIGEST_SIZE = 48  # SHA-384
 MRTD_INDEX = 0  # CC measurement-register index; RTMRn is n + 1
@@ -118,7 +120,6 @@ END_OF_LOG = 0xFFFFFFFF
 
 # -- CCEL ACPI table ----------------------------------------------------------------------
 CCEL_SIGNATURE = b"CCEL"
-CCEL_TABLE_SIZE = 56
 CCEL_REVISION = 1
 CC_TYPE_TDX = 2
 CCEL_OEM_ID = b"TDXFS "  # 6 bytes
@@ -129,11 +130,6 @@ CCEL_CREATOR_REVISION = 1
 CCEL_LASA = 0x7F000000  # a guest-physical address below 2 GiB, as TDVF reserves one
 LAML_STEP = 64 * 1024
 MIN_FREE_TAIL = 8  # 0xFF bytes that always follow the last record
-
-_ACPI_HEADER = struct.Struct("<4sIBB6s8sI4sI")  # 36 bytes
-_CCEL_TAIL = struct.Struct("<BBHQQ")  # 20 bytes
-_EVENT2_HEAD = struct.Struct("<IIIH")  # MR index, type, digest count, algorithm
-_U32 = struct.Struct("<I")
 
 
 def register_name(mr: int) -> str:
@@ -212,11 +208,12 @@ def replay(events: Iterable[Event]) -> Dict[str, bytes]:
 
 def spec_id_event() -> bytes:
     """The first record of the log: TCG_PCR_EVENT carrying TCG_EfiSpecIDEventStruct."""
-    spec = (SPEC_ID_SIGNATURE
-            + struct.pack("<IBBBBI", 0, 0, 2, 0, 2, 1)  # class, minor, major, errata, uintn, 1 alg
-            + struct.pack("<HH", TPM_ALG_SHA384, DIGEST_SIZE)
-            + b"\0")  # vendorInfoSize
-    return struct.pack("<II", MRTD_INDEX, EV_NO_ACTION) + bytes(20) + _U32.pack(len(spec)) + spec
+    spec = (SPEC_ID_EVENT.encode({"signature": SPEC_ID_SIGNATURE, "platform_class": 0, "spec_version_major": 2,
+                                  "uintn_size": 2, "number_of_algorithms": 1})
+            + ALGORITHM_SIZE.pack(TPM_ALG_SHA384, DIGEST_SIZE)
+            + VENDOR_INFO_SIZE.pack(0))
+    head = TCG_PCR_EVENT.encode({"pcr_index": MRTD_INDEX, "event_type": EV_NO_ACTION, "event_size": len(spec)})
+    return head + spec  # its SHA-1 digest is zero
 
 
 _SPEC_ID_EVENT = spec_id_event()
@@ -230,7 +227,8 @@ EMPTY_EVENT_FIELD = b"\0"
 def encode_event2(event: Event) -> bytes:
     """One TCG_PCR_EVENT2 with the SHA-384 digest only."""
     data = event.data or EMPTY_EVENT_FIELD
-    return _EVENT2_HEAD.pack(event.mr, event.event_type, 1, TPM_ALG_SHA384) + event.digest + _U32.pack(len(data)) + data
+    head = TCG_PCR_EVENT2_ONE_DIGEST.pack(event.mr, event.event_type, 1, TPM_ALG_SHA384)
+    return head + event.digest + EVENT_SIZE.pack(len(data)) + data
 
 
 def laml_for(used: int) -> int:
@@ -240,11 +238,13 @@ def laml_for(used: int) -> int:
 
 
 def encode_ccel_table(laml: int, lasa: int = CCEL_LASA) -> bytes:
-    head = _ACPI_HEADER.pack(CCEL_SIGNATURE, CCEL_TABLE_SIZE, CCEL_REVISION, 0, CCEL_OEM_ID,
-                             CCEL_OEM_TABLE_ID, CCEL_OEM_REVISION, CCEL_CREATOR_ID, CCEL_CREATOR_REVISION)
-    table = bytearray(head + _CCEL_TAIL.pack(CC_TYPE_TDX, 0, 0, laml, lasa))
-    table[9] = (-sum(table)) & 0xFF
-    return bytes(table)
+    table = CCEL_TABLE.encode({
+        "signature": CCEL_SIGNATURE, "length": CCEL_TABLE.size, "revision": CCEL_REVISION,
+        "oem_id": CCEL_OEM_ID, "oem_table_id": CCEL_OEM_TABLE_ID, "oem_revision": CCEL_OEM_REVISION,
+        "creator_id": CCEL_CREATOR_ID, "creator_revision": CCEL_CREATOR_REVISION,
+        "cc_type": CC_TYPE_TDX, "laml": laml, "lasa": lasa,
+    })
+    return CCEL_TABLE.encode({"checksum": -sum(table) & 0xFF}, table)
 
 
 _PRINTABLE = frozenset(range(0x20, 0x7F)) - {0x5C}
@@ -357,11 +357,9 @@ def decode_ccel_table(table: bytes) -> CcelTable:
     if not isinstance(table, (bytes, bytearray, memoryview)):
         raise InvalidInput("a CCEL table is bytes")
     table = bytes(table)
-    if len(table) < CCEL_TABLE_SIZE:
-        raise InvalidInput(f"CCEL table is {CCEL_TABLE_SIZE} bytes, got {len(table)}")
-    head = _ACPI_HEADER.unpack_from(table, 0)
-    tail = _CCEL_TAIL.unpack_from(table, _ACPI_HEADER.size)
-    parsed = CcelTable(*head, *tail)
+    if len(table) < CCEL_TABLE.size:
+        raise InvalidInput(f"CCEL table is {CCEL_TABLE.size} bytes, got {len(table)}")
+    parsed = CcelTable(**CCEL_TABLE.values(table))
     if parsed.signature != CCEL_SIGNATURE:
         raise InvalidInput(f"not a CCEL table (signature {parsed.signature!r})")
     if parsed.length != len(table):
@@ -383,38 +381,40 @@ class _Reader:
         self.pos += n
         return chunk
 
-    def u32(self, what: str) -> int:
-        return _U32.unpack(self.take(4, what))[0]
+    def peek(self, field: Field) -> int:
+        """An integer row of the structure that starts here, without moving on."""
+        return int.from_bytes(self.data[self.pos + field.offset : self.pos + field.end], "little")
 
-    def u16(self, what: str) -> int:
-        return struct.unpack("<H", self.take(2, what))[0]
+    def read(self, layout: Layout, what: str) -> tuple:
+        """The next ``layout.size`` bytes, unpacked (its rows in order)."""
+        return layout.unpack(self.take(layout.size, what))
 
 
 def _decode_spec_header(r: _Reader) -> Dict[int, int]:
     """The TCG_PCR_EVENT with the Spec ID event -> {algorithm: digest size}."""
-    mr, etype = r.u32("the header event"), r.u32("the header event")
+    mr, etype, _, size = r.read(TCG_PCR_EVENT, "the header event")
     if etype != EV_NO_ACTION:
         raise InvalidInput(f"the first event is type {etype:#x}, not EV_NO_ACTION (no Spec ID header)")
     if mr != MRTD_INDEX:
         raise InvalidInput(f"the header event has MR index {mr:#x}, not 0")
-    r.take(20, "the header digest")
-    size = r.u32("the header event size")
     spec = _Reader(r.take(size, "the Spec ID event"))
-    if spec.take(16, "the Spec ID signature") != SPEC_ID_SIGNATURE:
+    head = SPEC_ID_EVENT.values(spec.take(SPEC_ID_EVENT.size, "the Spec ID event"))
+    if head["signature"] != SPEC_ID_SIGNATURE:
         raise InvalidInput("the header event is not a Spec ID Event03 (crypto-agile) event")
-    spec.take(8, "the Spec ID event")  # platform class, version, errata, uintn size
-    count = spec.u32("the algorithm count")
     sizes: Dict[int, int] = {}
-    for _ in range(count):
-        alg, digest_size = spec.u16("the algorithm list"), spec.u16("the algorithm list")
+    for _ in range(head["number_of_algorithms"]):
+        alg, digest_size = spec.read(ALGORITHM_SIZE, "the algorithm list")
         if alg in sizes:
             raise InvalidInput(f"the Spec ID event names algorithm {alg:#06x} twice")
         sizes[alg] = digest_size
-    vendor = spec.take(1, "the vendor info size")[0]
+    (vendor,) = spec.read(VENDOR_INFO_SIZE, "the vendor info size")
     spec.take(vendor, "the vendor info")
     if sizes.get(TPM_ALG_SHA384) != DIGEST_SIZE:
         raise InvalidInput("the Spec ID event does not name SHA-384 (0x000c) with 48-byte digests")
     return sizes
+
+
+_PCR_INDEX = TCG_PCR_EVENT2.fields["pcr_index"]
 
 
 def decode_ccel_data(data: bytes) -> List[Event]:
@@ -427,20 +427,18 @@ def decode_ccel_data(data: bytes) -> List[Event]:
         raise InvalidInput("the event log is empty")
     sizes = _decode_spec_header(r)
     events: List[Event] = []
-    while len(r.data) - r.pos >= 4:
+    while len(r.data) - r.pos >= _PCR_INDEX.size:
         start = r.pos
-        mr = r.u32("an MR index")
-        if mr == END_OF_LOG:
+        if r.peek(_PCR_INDEX) == END_OF_LOG:
             return events
-        etype = r.u32(f"event {len(events)}")
+        mr, etype, count = r.read(TCG_PCR_EVENT2, f"event {len(events)}")
         if mr > MAX_MR_INDEX:
             raise InvalidInput(f"event {len(events)} at offset {start}: MR index {mr} out of range 0..{MAX_MR_INDEX}")
-        count = r.u32(f"event {len(events)}")
         if count == 0:
             raise InvalidInput(f"event {len(events)} at offset {start} has no digest")
         digest = None
         for _ in range(count):
-            alg = r.u16(f"event {len(events)} digests")
+            (alg,) = r.read(DIGEST_ALGORITHM, f"event {len(events)} digests")
             if alg not in sizes:
                 raise InvalidInput(f"event {len(events)} at offset {start}: algorithm {alg:#06x} "
                                    "is not in the Spec ID header")
@@ -449,7 +447,7 @@ def decode_ccel_data(data: bytes) -> List[Event]:
                 digest = value
         if digest is None:
             raise InvalidInput(f"event {len(events)} at offset {start} has no SHA-384 digest")
-        size = r.u32(f"event {len(events)} size")
+        (size,) = r.read(EVENT_SIZE, f"event {len(events)} size")
         payload = r.take(size, f"event {len(events)} data")
         events.append(Event(mr, etype, digest, payload))
     rest = r.data[r.pos :]

@@ -1,7 +1,10 @@
 """The whole simulated machine in one call: platform, PKI, quoting enclave and TD.
 
-Front ends (the daemon, the CLI, the bench) call :func:`build_td` and get a TD whose
-``quote()`` works; they never assemble the parts themselves.
+Every front end gets its TD here and never assembles the parts itself: the daemons (libfuse
+and kernel transports), ``tdxfs run`` and mount(8)'s helper call :func:`build_td`, with
+``--profile`` read by ``profile_or_default``; ``tdxfs pki export`` without a state
+directory, the benchmark's in-process methods and the tests take :func:`in_memory_td`,
+its case without one. Either way the TD's ``quote()`` works.
 
 What the start-up has to tell the operator (a profile register the event log cannot
 reproduce, a state directory migrated from the format before event logs, a torn record

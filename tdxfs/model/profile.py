@@ -51,7 +51,7 @@ import json
 import struct
 import tomllib
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from tdxfs.errors import ConfigError, InvalidInput, printable
 from tdxfs.model import eventlog as ev
@@ -227,6 +227,12 @@ class TdProfile:
 
 def default_profile() -> TdProfile:
     return TdProfile(_default_fields(), _DEFAULT_EVENTS)
+
+
+def profile_or_default(path: Optional[str]) -> TdProfile:
+    """``--profile FILE`` as every front end reads it: the profile in FILE, or the embedded
+    default when none is given."""
+    return load_profile(path) if path else default_profile()
 
 
 def _parse_value(name: str, value) -> bytes:

@@ -8,15 +8,17 @@ What Intel's TD QE does, with the simulated PKI's keys (``tdxfs.model.pki``):
    platform's PCE SVN (QVL's order), Intel's QE vendor ID, and in the user data the QE ID
    (16 bytes identifying this platform's QE, as Intel's QE puts there) plus 4 zero bytes.
 3. TD quote body: the 584 bytes copied field by field from the TDREPORT.
-4. ECDSA-P256-SHA256 signature over bytes [0, 632) by the platform's attestation key.
+4. ECDSA-P256-SHA256 signature over the header and the body by the platform's attestation key.
 5. Certification data type 6: the QE's own SGX REPORT, whose REPORTDATA[0:32] is
    SHA-256(attestation public key || QE auth data) and the rest zero, signed by the PCK
    key; the QE auth data; and the type-5 PEM chain (PCK leaf, PCK Platform CA, root).
 
-Everything after the quote signature is the same for every quote of a platform, so it is
-built once; a quote then costs a report check, one copy and one ECDSA signature. The QE
-report is signed deterministically (RFC 6979) where OpenSSL can, so a platform kept in a
-state directory produces the same certification data after every restart.
+Everything but the body and the quote signature is the same for every quote of a
+platform, so it is encoded once (``tdxfs.model.quote.encode``, which also computes the
+sizes); a quote then costs a report check, a copy of that template with the body in it
+and one ECDSA signature. Every byte is placed by the tables in ``tdxfs.model.abi.quote``.
+The QE report is signed deterministically (RFC 6979) where OpenSSL can, so a platform
+kept in a state directory produces the same certification data after every restart.
 
 The QE's identity (MRSIGNER, MRENCLAVE, ISVPRODID, ISVSVN, ATTRIBUTES) is synthetic: the
 QE identity collateral (``tdxfs.model.collateral``) names these values, not Intel's.
@@ -30,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tdxfs.errors import DeviceError, TdxfsError
-from tdxfs.model import abi
 from tdxfs.model import quote as q
+from tdxfs.model.abi.quote import HEADER, SGX_REPORT_BODY
 from tdxfs.model.pki import PlatformPki, raw_public_key
 from tdxfs.model.td import Platform
 
@@ -49,11 +51,7 @@ QE_AUTH_DATA = bytes(range(32))
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
-# Quote body <- TDREPORT, as (quote offset, report slice), from the two ABI tables.
-_BODY_COPY = tuple(
-    (q.QUOTE_FIELDS[body].offset, slice(abi.TDREPORT_FIELDS[rep].offset, abi.TDREPORT_FIELDS[rep].end))
-    for body, rep in q.BODY_FROM_TDREPORT.items()
-)
+_SIGNATURE = q.QUOTE_FIELDS["signature"].span
 
 
 def _raw_signature(der: bytes) -> bytes:
@@ -78,38 +76,28 @@ def qe_id(pki: PlatformPki) -> bytes:
 def qe_report(pki: PlatformPki) -> bytes:
     """The QE's 384-byte SGX REPORT body, binding the attestation key and the QE auth data."""
     binding = hashlib.sha256(raw_public_key(pki.attestation_key) + QE_AUTH_DATA).digest()
-    fields = {
-        "qe_report.cpusvn": pki.tcb.cpusvn,
-        "qe_report.miscselect": QE_MISCSELECT.to_bytes(4, "little"),
-        "qe_report.attributes": QE_ATTRIBUTES,
-        "qe_report.mrenclave": QE_MRENCLAVE,
-        "qe_report.mrsigner": QE_MRSIGNER,
-        "qe_report.isvprodid": QE_ISVPRODID.to_bytes(2, "little"),
-        "qe_report.isvsvn": QE_ISVSVN.to_bytes(2, "little"),
-        "qe_report.reportdata": binding + bytes(32),
-    }
-    out = bytearray(q.SGX_REPORT_SIZE)
-    for name, value in fields.items():
-        start = q.QUOTE_FIELDS[name].offset - q.QE_REPORT.start
-        out[start : start + len(value)] = value
-    return bytes(out)
+    return SGX_REPORT_BODY.encode({
+        "cpusvn": pki.tcb.cpusvn,
+        "miscselect": QE_MISCSELECT,
+        "attributes": QE_ATTRIBUTES,
+        "mrenclave": QE_MRENCLAVE,
+        "mrsigner": QE_MRSIGNER,
+        "isvprodid": QE_ISVPRODID,
+        "isvsvn": QE_ISVSVN,
+        "reportdata": binding.ljust(SGX_REPORT_BODY.fields["reportdata"].size, b"\0"),
+    })
 
 
 def header(pki: PlatformPki) -> bytes:
-    fields = {
-        "header.version": q.QUOTE_VERSION.to_bytes(2, "little"),
-        "header.attestation_key_type": q.ATTESTATION_KEY_TYPE_ECDSA_P256.to_bytes(2, "little"),
-        "header.tee_type": q.TEE_TYPE_TDX.to_bytes(4, "little"),
-        "header.qe_svn": QE_ISVSVN.to_bytes(2, "little"),
-        "header.pce_svn": pki.tcb.pcesvn.to_bytes(2, "little"),
-        "header.qe_vendor_id": q.INTEL_QE_VENDOR_ID,
-        "header.user_data": qe_id(pki) + bytes(4),
-    }
-    out = bytearray(q.HEADER_SIZE)
-    for name, value in fields.items():
-        field = q.QUOTE_FIELDS[name]
-        out[field.offset : field.end] = value
-    return bytes(out)
+    return HEADER.encode({
+        "version": q.QUOTE_VERSION,
+        "attestation_key_type": q.ATTESTATION_KEY_TYPE_ECDSA_P256,
+        "tee_type": q.TEE_TYPE_TDX,
+        "qe_svn": QE_ISVSVN,
+        "pce_svn": pki.tcb.pcesvn,
+        "qe_vendor_id": q.INTEL_QE_VENDOR_ID,
+        "user_data": qe_id(pki).ljust(HEADER.fields["user_data"].size, b"\0"),
+    })
 
 
 class QuotingEnclave:
@@ -122,13 +110,19 @@ class QuotingEnclave:
         self.platform = platform
         self.pki = pki
         self._key = pki.attestation_key
-        self._header = header(pki)
         report = qe_report(pki)
-        # The QE report and its PCK signature are the same for every quote: sign once.
-        report_signature = _sign_deterministic(pki.pck_key, report)
-        tail = q.cert_data_tail(report, report_signature, QE_AUTH_DATA, pki.pck_chain_pem().encode())
-        self._after_signed = q.signature_data_size(tail)
-        self._after_signature = raw_public_key(self._key) + tail
+        # Everything but the body and its signature is the same for every quote: the QE
+        # report and its PCK signature are signed once, and each quote starts from this.
+        self._template = q.encode({
+            "header": header(pki),
+            "attestation_key": raw_public_key(self._key),
+            "cert_data.type": q.CERT_DATA_QE_REPORT,
+            "qe_report": report,
+            "qe_report_signature": _sign_deterministic(pki.pck_key, report),
+            "qe_auth_data": QE_AUTH_DATA,
+            "pck_cert_data.type": q.CERT_DATA_PCK_CHAIN,
+            "pck_cert_chain": pki.pck_chain_pem().encode(),
+        })
 
     def __call__(self, tdreport: bytes) -> bytes:
         try:
@@ -137,11 +131,7 @@ class QuotingEnclave:
             raise DeviceError(f"quote refused: {exc.reason}") from None
         if not result.ok:
             raise DeviceError(f"quote refused: the TDREPORT does not verify on this platform ({result})")
-        body = bytearray(q.TD_BODY_SIZE)
-        base = q.TD_BODY.start
-        for offset, part in _BODY_COPY:
-            chunk = tdreport[part]
-            body[offset - base : offset - base + len(chunk)] = chunk
-        signed = self._header + bytes(body)
-        signature = _raw_signature(self._key.sign(signed, _ECDSA))
-        return signed + self._after_signed + signature + self._after_signature
+        quote = bytearray(self._template)
+        quote[q.TD_BODY] = q.body_from_tdreport(tdreport)
+        quote[_SIGNATURE] = _raw_signature(self._key.sign(bytes(quote[q.SIGNED]), _ECDSA))
+        return bytes(quote)

@@ -14,7 +14,7 @@ so once a save returns the new values survive ``kill -9`` and power loss. A save
 fails (a full disk: ENOSPC, see StateNoSpace) removes its temporary file and changes
 nothing; so does a failed append to event-log (it is cut back).
 
-Trust (the daemon runs as root; issue 8, defect 1): DIR is opened once, O_DIRECTORY |
+Trust (the daemon runs as root; docs/reliability.md, defect 1): DIR is opened once, O_DIRECTORY |
 O_NOFOLLOW (made 0700 first if missing), and every file is opened relative to that
 descriptor with O_NOFOLLOW; temporary files are made O_CREAT|O_EXCL after a stale one
 (a crash's, or anything planted under its name) is unlinked. DIR and every file in it
@@ -76,7 +76,7 @@ from tdxfs.model.qe import QuotingEnclave
 from tdxfs.model.td import PLATFORM_SECRET_SIZE, Platform, TrustDomain, registers_from_log
 
 FORMAT = "tdxfs-state-v2"
-FORMAT_V1 = "tdxfs-state-v1"  # RTMRs in td-state.json, no event log (before issue 7)
+FORMAT_V1 = "tdxfs-state-v1"  # RTMRs in td-state.json, no event log (before the event log existed)
 PKI_FORMAT = "tdxfs-pki-state-v1"
 SECRET_FILE = "platform-secret"
 PKI_FILE = "platform-pki.json"
@@ -103,7 +103,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-# -- DIR and its files, opened without following symlinks and checked (issue 8, defect 1) ------
+# -- DIR and its files, opened without following symlinks and checked (reliability defect 1) --
 
 
 def _refuse_untrusted(st: os.stat_result, what: str) -> None:
@@ -329,13 +329,13 @@ def decode_log(raw: bytes, where: str) -> DecodedLog:
         rest = len(raw) - pos
         bad = _check_record(raw, pos, chain)
         if bad is None:
-            (length,) = struct.unpack_from("<I", raw, pos + 4)
+            _, length = _RECORD_HEAD.unpack_from(raw, pos)
             end = pos + _RECORD_HEAD.size + length
             payload = raw[pos + _RECORD_HEAD.size : end]
             chain = raw[end : end + CHAIN_SIZE]
             mr, etype = _PAYLOAD_HEAD.unpack_from(payload, 0)
             try:
-                events.append(Event(mr, etype, payload[8 : 8 + abi.MEASUREMENT_SIZE], payload[MIN_PAYLOAD:]))
+                events.append(Event(mr, etype, payload[_PAYLOAD_HEAD.size : MIN_PAYLOAD], payload[MIN_PAYLOAD:]))
             except InvalidInput as exc:
                 raise _corrupt(where, f"record {len(events)} at offset {pos}: {exc}") from None
             pos = end + CHAIN_SIZE

@@ -29,6 +29,7 @@ from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 from tdxfs.errors import DeviceError, InvalidInput
 from tdxfs.model import abi
+from tdxfs.model.abi.tdreport import REPORTMACSTRUCT
 from tdxfs.model.eventlog import EV_NO_ACTION, MAX_EVENT_DATA, RUNTIME_EVENT_TYPE, Event, EventLog
 from tdxfs.model.profile import TdProfile, extend_digest
 
@@ -39,6 +40,15 @@ _MAC_KEY_LABEL = b"tdxfs REPORTMACSTRUCT MAC key v1"
 Persist = Callable[[Tuple[bytes, ...], bytes], None]
 # A quoting enclave: TDREPORT -> quote; raises DeviceError (EIO) for a report it refuses.
 QuoteFn = Callable[[bytes], bytes]
+
+_REPORTTYPE, _MAC = REPORTMACSTRUCT.fields["reporttype.type"], REPORTMACSTRUCT.fields["mac"]
+# TrustDomain.report() joins static runs and live fields in the table's offset order:
+#   head | TEE_INFO_HASH | REPORTDATA | reserved | MAC | TEE_TCB_INFO, reserved | TDINFO head | RTMR0-3 | TDINFO tail
+_TEE_INFO_HASH, _REPORTDATA = abi.TDREPORT_FIELDS["tee_info_hash"], abi.TDREPORT_FIELDS["reportdata"]
+if not (abi.MAC_INPUT.start == 0 and _TEE_INFO_HASH.end == _REPORTDATA.offset
+        and _REPORTDATA.end <= abi.MAC_INPUT.stop == abi.REPORTMACSTRUCT.stop - _MAC.size
+        and abi.TDINFO.stop == abi.TDREPORT_SIZE):
+    raise AssertionError("TrustDomain.report() joins the TDREPORT in an order its table no longer has")
 
 
 class TdStore(Protocol):
@@ -101,14 +111,19 @@ class Platform:
         return outer.digest()
 
     def verify_reportmac(self, reportmac: bytes) -> VerifyResult:
-        """TDG.MR.VERIFYREPORT checks only REPORTMACSTRUCT (256 bytes): type and MAC."""
-        if len(reportmac) != 256:
-            raise InvalidInput(f"REPORTMACSTRUCT is 256 bytes, got {len(reportmac)}")
+        """The TDG.MR.VERIFYREPORT analogue, on REPORTMACSTRUCT alone (the 256 bytes the
+        downstream ioctl passes): REPORTTYPE.TYPE is 0x81 and the MAC over the bytes before
+        it was made with this platform's key. The two hashes it carries cannot be checked
+        without TEE_TCB_INFO and TDINFO (:meth:`verify_report` does). InvalidInput when
+        ``reportmac`` is not 256 bytes."""
+        if len(reportmac) != REPORTMACSTRUCT.size:
+            raise InvalidInput(f"REPORTMACSTRUCT is {REPORTMACSTRUCT.size} bytes, got {len(reportmac)}")
         failures = []
-        if reportmac[0] != abi.REPORTTYPE_TDX:
-            failures.append(f"REPORTTYPE.TYPE is {reportmac[0]:#04x}, not {abi.REPORTTYPE_TDX:#04x}")
-        expected = self.mac(reportmac[abi.MAC_INPUT])
-        if not hmac.compare_digest(expected, reportmac[224:256]):
+        report_type = _REPORTTYPE.value(reportmac)
+        if report_type != abi.REPORTTYPE_TDX:
+            failures.append(f"REPORTTYPE.TYPE is {report_type:#04x}, not {abi.REPORTTYPE_TDX:#04x}")
+        expected = self.mac(reportmac[: _MAC.offset])
+        if not hmac.compare_digest(expected, _MAC.get(reportmac)):
             failures.append("MAC does not match (not made on this platform, or REPORTMACSTRUCT altered)")
         return VerifyResult(failures)
 
@@ -167,7 +182,7 @@ class TrustDomain:
         p = self.profile.fields
         base = abi.encode(
             {
-                "reporttype.type": bytes([abi.REPORTTYPE_TDX]),
+                "reporttype.type": abi.REPORTTYPE_TDX,
                 "cpusvn": p["cpusvn"],
                 "tee_tcb_info.valid": p["tee_tcb_info.valid"],
                 "tee_tcb_info.tee_tcb_svn": p["tee_tcb_info.tee_tcb_svn"],
@@ -185,12 +200,12 @@ class TrustDomain:
         )
         tee_tcb_info = base[abi.TEE_TCB_INFO]
         base = abi.encode({"tee_tcb_info_hash": hashlib.sha384(tee_tcb_info).digest()}, base)
-        rtmr0, rtmr3 = abi.rtmr_field(0), abi.rtmr_field(3)
-        self._head = base[0:80]  # REPORTTYPE .. TEE_TCB_INFO_HASH
-        self._tail_reserved = bytes(32)  # bytes 192..223
-        self._tcb_block = base[256:512]  # TEE_TCB_INFO + reserved
-        self._tdinfo_head = base[512 : rtmr0.offset]
-        self._tdinfo_tail = base[rtmr3.end : 1024]
+        # The static runs between the live fields (the order is checked at import, above).
+        self._head = base[: _TEE_INFO_HASH.offset]  # REPORTTYPE .. TEE_TCB_INFO_HASH
+        self._tail_reserved = base[_REPORTDATA.end : abi.MAC_INPUT.stop]  # reserved, up to the MAC
+        self._tcb_block = base[abi.REPORTMACSTRUCT.stop : abi.TDINFO.start]  # TEE_TCB_INFO + reserved
+        self._tdinfo_head = base[abi.TDINFO.start : abi.RTMRS.start]
+        self._tdinfo_tail = base[abi.RTMRS.stop : abi.TDINFO.stop]
 
     # -- registers ---------------------------------------------------------------
 

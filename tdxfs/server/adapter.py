@@ -1,6 +1,6 @@
 """The thin FUSE adapter: callbacks mapped onto the file tree, errors onto errnos.
 
-Each callback is a line or two over :class:`tdxfs.files.table.Tree`. A refused request
+Each callback is a line or two over :class:`tdxfs.files.tree.Tree`. A refused request
 arrives as a ``TdxfsError`` that already carries its errno; ``_served`` logs one line
 (operation, path, errno, reason) and hands the errno to FUSE. Anything else escaping is
 a bug: the binding returns EINVAL and logs a traceback.
@@ -18,7 +18,7 @@ Mount options ``uid=``, ``gid=``, ``umask=`` are applied here, not by libfuse (s
 getattr reply with ``0777 & ~umask`` (lib/fuse.c, ``set_stat``), which widens ``tdx_guest``
 from 0600 to 0755 with ``umask=022``. Here ``umask`` only ever removes bits.
 
-Answers the kernel's own filesystems give where FUSE lets a server give them too (issue 8):
+Answers the kernel's own filesystems give where FUSE lets a server give them too:
 - utimensat/touch: the times are stored per path and shown by getattr, as kernfs and
   configfs store them (``kernfs_iop_setattr``, ``configfs_setattr``); the kernel has
   checked the caller may set them (owner or CAP_FOWNER; write permission for "now").
@@ -44,7 +44,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 from tdxfs import linuxabi
 from tdxfs.errors import NoAttribute, NotATty, NotSupported, TdxfsError, printable
-from tdxfs.files.table import SnapshotHandle, Tree
+from tdxfs.files.nodes import Handle
+from tdxfs.files.tree import Tree
 from tdxfs.server.binding import HAS_NOFLUSH, FuseOSError
 
 log = logging.getLogger("tdxfs")
@@ -119,7 +120,7 @@ class TdxfsOperations:
     def __init__(self, tree: Tree, on_ready: Optional[Callable[[], None]] = None):
         self._tree = tree
         self._on_ready = on_ready
-        self._handles: Dict[int, SnapshotHandle] = {}
+        self._handles: Dict[int, Handle] = {}
         self._fhs = itertools.count(1)  # next() is atomic under the GIL: safe with --threads
         self._times = Times(time.time_ns())
         self._owner = (os.getuid(), os.getgid())
@@ -142,7 +143,7 @@ class TdxfsOperations:
         self._owner = (uid, gid)
         return rest
 
-    def _handle(self, fi) -> SnapshotHandle:
+    def _handle(self, fi) -> Handle:
         return self._handles[fi.fh]  # raw_fi: callbacks get fuse_file_info, our handle is fi.fh
 
     @_served("init")

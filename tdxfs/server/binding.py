@@ -44,11 +44,20 @@ def libfuse_version() -> str:
 
 
 def check_callbacks(operations) -> None:
-    """Every public method must be a FUSE callback name: catches misspelled handlers."""
+    """Every public method of ``operations``, in its class and every base class, must be a
+    callback of the binding's ``Operations``: a misspelled handler (``raedir``) is refused
+    before mounting wherever it is defined, and an instance field may not carry a
+    callback's name (the binding would take it for the handler)."""
     cls = type(operations)
-    for name in vars(cls):
-        if not name.startswith("_") and callable(getattr(cls, name)) and name not in CALLBACKS:
-            raise TypeError(f"{cls.__name__}.{name} is not a FUSE callback ({NAME})")
+    for owner in cls.__mro__:
+        if owner is object or owner is _fuse.Operations:
+            continue
+        for name in vars(owner):
+            if not name.startswith("_") and callable(getattr(cls, name)) and name not in CALLBACKS:
+                raise TypeError(f"{owner.__name__}.{name} is not a FUSE callback ({NAME})")
+    fields = sorted(name for name in getattr(operations, "__dict__", {}) if name in CALLBACKS)
+    if fields:
+        raise TypeError(f"{cls.__name__} has a field named like a FUSE callback: {fields[0]}")
 
 
 class _Dispatching:

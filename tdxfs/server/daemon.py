@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from tdxfs.errors import ConfigError, printable  # one escaping for every message and log line
-from tdxfs.files.table import Tree
+from tdxfs.files.tree import Tree
 from tdxfs.model import machine
-from tdxfs.model.profile import default_profile, load_profile
+from tdxfs.model.profile import profile_or_default
 from tdxfs.model.td import TrustDomain
 from tdxfs.server import mountinfo
 
@@ -82,7 +82,7 @@ def parse_fuse_options(text: str) -> Dict[str, object]:
 
 def mounted_fstype(path: str) -> Optional[str]:
     """The filesystem type mounted exactly at ``path`` (works on dead FUSE mounts too);
-    mountinfo read as bytes, so any mount point anywhere is read right (issue 8, 4-5)."""
+    mountinfo read as bytes, so any mount point anywhere is read right (docs/reliability.md, defects 4 and 5)."""
     return mountinfo.fstype_at(path)
 
 
@@ -98,14 +98,8 @@ def check_mountpoint(path: str) -> str:
     return os.path.abspath(path)
 
 
-def build_td(cfg: MountConfig):
-    """The TD to serve (with its platform, PKI and quoting enclave) and its closer."""
-    profile = load_profile(cfg.profile) if cfg.profile else default_profile()
-    return machine.build_td(profile, cfg.state, cfg.reset)
-
-
 def open_log(path: str) -> int:
-    """The log file for appending, as an fd (issue 8, defect 2): a root daemon must not be
+    """The log file for appending, as an fd (docs/reliability.md, defect 2): a root daemon must not be
     pointed at another file through its log. Opened O_APPEND|O_CREAT (0600) with O_NOFOLLOW,
     then refused unless it is a regular file owned by this process's user with no other
     hard link (a hard link to a file elsewhere is the other way to point at it). Parent
@@ -174,8 +168,8 @@ def serve_mount(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=Non
     # Single-threaded by default: the GIL serialises handlers anyway and libfuse's thread
     # pool costs ~2x per request. --threads lets a slow request (a quote) overlap others.
     # (libfuse 3.14 warns about its own default max_idle_threads (-1) unless one is given.)
-    threading = {"max_idle_threads": 10} if cfg.threads and libfuse_version().startswith("3") else {}
-    serve(ops, mountpoint, mounted=lambda: ops.is_ready, foreground=True, nothreads=not cfg.threads, **threading,
+    pool = {"max_idle_threads": 10} if cfg.threads and libfuse_version().startswith("3") else {}
+    serve(ops, mountpoint, mounted=lambda: ops.is_ready, foreground=True, nothreads=not cfg.threads, **pool,
           debug=cfg.debug, **FIXED_OPTIONS, **cfg.options, **over_mount)
     log.info("unmounted %s", printable(mountpoint))
 
@@ -187,7 +181,7 @@ def mount(cfg: MountConfig) -> int:
     log_path = cfg.log if foreground else cfg.log or DEFAULT_LOG
     log_fd = open_log(log_path) if log_path else None  # refused before the state is touched
     try:
-        td, close = build_td(cfg)
+        td, close = machine.build_td(profile_or_default(cfg.profile), cfg.state, cfg.reset)
     except BaseException:
         if log_fd is not None:
             os.close(log_fd)
@@ -199,10 +193,15 @@ def mount(cfg: MountConfig) -> int:
         finally:
             close()
         return 0
-    return _daemonize(cfg, mountpoint, td, log_fd, log_path)
+    return _daemonize(cfg, mountpoint, td, close, log_fd, log_path)
 
 
-def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain, log_fd: int, log_path: str) -> int:
+def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain, close: machine.Closer, log_fd: int,
+               log_path: str) -> int:
+    """Fork the daemon; the parent waits until the mount is live. What holds the TD (the
+    state directory's lock and files) is the daemon's from the fork on: the parent closes
+    its copies at once, so a caller that lives on (mount(8)'s helper, a Python caller)
+    holds no lock, and a second mount of the same state is refused by the daemon's lock."""
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
@@ -226,6 +225,7 @@ def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain, log_fd: int, 
             code = 1
         os._exit(code)
 
+    close()  # the child's flock stays: closing one copy of a descriptor does not unlock it
     os.close(ready_w)
     os.close(log_fd)
     got = _read_with_timeout(ready_r, READY_TIMEOUT)

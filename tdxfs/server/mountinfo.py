@@ -3,7 +3,7 @@
 A mount point is any byte string the kernel accepts as a path, and unprivileged users can
 make mounts anywhere they own (``fusermount``), so the table cannot be read as text: one
 mount point that is not valid UTF-8, anywhere on the system, would break every reader
-(issue 8, defects 4 and 5). The kernel writes each line as space-separated fields and
+(docs/reliability.md, defects 4 and 5). The kernel writes each line as space-separated fields and
 escapes the bytes that would break that layout — space, tab, newline and backslash
 (``\\040 \\011 \\012 \\134``) — as a backslash and three octal digits (``seq_escape``,
 proc(5)); no other backslash can occur, so decoding every ``\\ooo`` gives the path's

@@ -119,13 +119,15 @@ class _Daemon:
     """The FUSE server of tdxfs run's own mount, a child process in the namespace."""
 
     def __init__(self, cfg):
+        from tdxfs.model import machine
+        from tdxfs.model.profile import profile_or_default
         from tdxfs.server import daemon
 
         self.cfg = cfg
         self.log_path = cfg.log or daemon.DEFAULT_LOG
-        self.log_fd = daemon.open_log(self.log_path)  # O_NOFOLLOW, ours, a regular file (issue 8, 2)
+        self.log_fd = daemon.open_log(self.log_path)  # O_NOFOLLOW, ours, a regular file (reliability defect 2)
         try:
-            self.td, self.close = daemon.build_td(cfg)
+            self.td, self.close = machine.build_td(profile_or_default(cfg.profile), cfg.state, cfg.reset)
         except BaseException:
             os.close(self.log_fd)
             raise
@@ -138,6 +140,7 @@ class _Daemon:
         if self.pid == 0:
             os.close(ready_r)
             self._serve(parent, ready_w)  # never returns
+        self.close()  # the state directory's lock is the daemon's alone (its flock stays)
         os.close(ready_w)
         os.close(self.log_fd)
         got = _read_all(ready_r, READY_TIMEOUT)
@@ -180,6 +183,7 @@ class _Daemon:
 
     def stop(self) -> None:
         """SIGTERM (the daemon unmounts and exits), SIGKILL if it has not after STOP_TIMEOUT."""
+        self.close()  # if start() was never reached (closing twice is a no-op)
         if not self.pid:
             return
         if _reap(self.pid, 0) is None:

@@ -184,8 +184,12 @@ class OwnMount:
             args += ["-o", opt]
         done = subprocess.run(args, capture_output=True, text=True, timeout=MOUNT_TIMEOUT)
         if done.returncode:
-            self.keep = True
-            raise TdxfsError(f"stress: cannot mount: {done.stderr.strip() or done.stdout.strip()} (log: {self.log})")
+            # A refused mount says why on stderr; its log is worth keeping only if the daemon
+            # wrote to it, and one the user named is where they asked for it anyway.
+            self.keep = not o.log and os.path.exists(self.log) and os.path.getsize(self.log) > 0
+            where = f" (log: {self.log})" if self.keep or o.log else ""
+            said = "; ".join(line.removeprefix("tdxfs: ") for line in (done.stderr or done.stdout).strip().splitlines())
+            raise TdxfsError(f"stress: cannot mount: {said}{where}")
         self.pid = daemon_pid(self.mount)
         return self.mount
 
@@ -398,7 +402,7 @@ def run(opts: Options) -> int:
         if own is not None and not outcome.ok:
             own.keep = True
     except BaseException:
-        if own is not None:
+        if own is not None and own.pid is not None:  # a refused start decided for itself
             own.keep = True
         raise
     finally:

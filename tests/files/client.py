@@ -1,4 +1,5 @@
-"""The configfs layer without a mount: a Tree over a TD whose quoting enclave is a fake.
+"""The files layer without a mount: a Tree over a TD whose quoting enclave is a fake, and
+what a client process does with open/write/read/close.
 
 The fake QE (``FakeQE``) returns ``b"QUOTE" + tdreport`` and counts its calls, so a test
 can tell when a quote was made and which REPORTDATA it was made for (the TDREPORT's
@@ -6,11 +7,14 @@ REPORTDATA sits at offset 128, so at 5 + 128 in a fake quote). That is a unit te
 files layer; quotes from the real enclave are tested through a mount (tests/fs).
 """
 
+import hashlib
 import os
 import threading
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
-from tdxfs.files.table import Tree
+from tdxfs.files.nodes import Handle
+from tdxfs.files.tree import Tree
 
 REPORTDATA_IN_FAKE_QUOTE = slice(5 + 128, 5 + 128 + 64)
 REPORT = "/tsm/report"
@@ -54,12 +58,30 @@ def write_inblob(tree: Tree, name: str, *chunks: bytes, flags: int = os.O_WRONLY
         h.release()
 
 
-def read_all(tree: Tree, path: str, chunk: int = 131072) -> bytes:
-    h = tree.open(path, os.O_RDONLY)
+@contextmanager
+def opened(tree: Tree, path: str, flags: int = os.O_RDONLY) -> Iterator[Handle]:
+    """open ... close, as a with block: the handle is released however the block ends."""
+    h = tree.open(path, flags)
     try:
-        return read_handle(h, chunk)
+        yield h
     finally:
         h.release()
+
+
+def write(tree: Tree, path: str, data: bytes, offset: int = 0, flags: int = os.O_WRONLY) -> int:
+    """open, one write, close: what ``write()`` returned."""
+    with opened(tree, path, flags) as h:
+        return h.write(data, offset)
+
+
+def extended(old: bytes, data: bytes) -> bytes:
+    """An RTMR after an extend with ``data`` (tdx-abi.md: SHA-384(RTMR || data))."""
+    return hashlib.sha384(old + data).digest()
+
+
+def read_all(tree: Tree, path: str, chunk: int = 131072) -> bytes:
+    with opened(tree, path) as h:
+        return read_handle(h, chunk)
 
 
 def read_handle(h, chunk: int = 131072, offset: int = 0) -> bytes:

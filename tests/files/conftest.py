@@ -2,7 +2,7 @@
 
 import pytest
 
-from tdxfs.files.table import Tree
+from tdxfs.files.tree import Tree
 from tdxfs.model.profile import default_profile
 from tdxfs.model.td import Platform, TrustDomain
 from tests.files.client import FakeQE

@@ -1,4 +1,4 @@
-"""configfs-tsm report instances (issue 4, section 3) at the files layer, without a mount.
+"""configfs-tsm report instances at the files layer, without a mount.
 
 Each test drives ``Tree`` the way the FUSE adapter does (mkdir, open, read, write,
 release, truncate, refuse) and checks the answer configfs gives: the expected errnos are
@@ -13,7 +13,8 @@ import pytest
 
 from tdxfs.errors import DeviceError, TdxfsError
 from tdxfs.files import configfs
-from tdxfs.files.table import Tree
+from tdxfs.files.nodes import TableError
+from tdxfs.files.tree import Tree
 from tdxfs.model.profile import default_profile
 from tdxfs.model.td import Platform, TrustDomain
 from tests.files.client import (REPORT, REPORTDATA_IN_FAKE_QUOTE, generation, inst, outblob, read_all,
@@ -509,26 +510,46 @@ def test_outblob_over_32k_is_efbig(tree, x, qe):
     assert len(outblob(tree, x)) == 32 * 1024
 
 
-def test_read_and_write_on_one_binary_fd_is_etxtbsy(tree, x):
-    """The TDX attributes cannot be opened O_RDWR (EACCES above); a binary attribute that
-    has both show and store (as configfs allows) shows the ETXTBSY rule."""
-    instance = tree.lookup(inst(x)).instance
-    stored = []
-    both = configfs.Attribute("blob", 0o644, True, show=lambda i: b"shown", store=lambda i, d: stored.append(d),
-                              max_size=64)
-    node = configfs.AttributeFile(both, instance)
+def test_the_tdx_table_passes_its_check():
+    assert list(configfs.check_attributes(configfs.TDX_ATTRIBUTES)) == ["outblob", "inblob", "provider", "generation"]
 
-    h = node.open(os.O_RDWR)
-    assert h.write(b"abc", 0) == 3
-    assert refused(h.read, 10, 0) == errno.ETXTBSY
-    h.release()
-    assert stored == [b"abc"]
 
-    h = node.open(os.O_RDWR)
-    assert h.read(10, 0) == b"shown"
-    assert refused(h.write, b"abc", 0) == errno.ETXTBSY
-    h.release()
-    assert stored == [b"abc"]  # a reading fd commits nothing
+def _show(instance):
+    return b"shown"
+
+
+def _store(instance, data):
+    pass
+
+
+BAD_ATTRIBUTES = {  # the mistake -> the attribute that makes it (next to the TDX table), what the check says
+    "a name taken twice": (configfs.Attribute("inblob", 0o200, True, store=_store, max_size=64), "two attributes"),
+    "a name with a slash": (configfs.Attribute("in/blob", 0o444, True, show=_show, max_size=64), "not a file name"),
+    "an empty name": (configfs.Attribute("", 0o444, False, show=_show), "not a file name"),
+    "a write bit without a store": (configfs.Attribute("blob", 0o644, True, show=_show, max_size=64), "write bit"),
+    "a store without a write bit": (configfs.Attribute("blob", 0o444, True, show=_show, store=_store, max_size=64),
+                                    "write bit"),
+    "a read bit without a show": (configfs.Attribute("blob", 0o600, True, store=_store, max_size=64), "read bit"),
+    "a show without a read bit": (configfs.Attribute("blob", 0o200, True, show=_show, store=_store, max_size=64),
+                                  "read bit"),
+    "a text attribute that takes writes": (configfs.Attribute("text", 0o644, False, show=_show, store=_store),
+                                           "text attribute"),
+    # configfs answers ETXTBSY when such an fd switches between reading and writing; not served here
+    "a binary attribute read and written": (configfs.Attribute("blob", 0o644, True, show=_show, store=_store,
+                                                               max_size=64), "both read and written"),
+    "a binary attribute without a maximum": (configfs.Attribute("blob", 0o444, True, show=_show), "maximum size"),
+    "a mode beyond 0777": (configfs.Attribute("blob", 0o4444, True, show=_show, max_size=64), "0..0777"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(BAD_ATTRIBUTES))
+def test_a_bad_attribute_table_is_refused_when_tsm_is_built(td, mistake):
+    attribute, says = BAD_ATTRIBUTES[mistake]
+    table = (*configfs.TDX_ATTRIBUTES, attribute)
+    with pytest.raises(TableError, match=says):
+        configfs.check_attributes(table)
+    with pytest.raises(TableError, match=says):
+        configfs.ReportGroup(td.quote, table)
 
 
 # -- rmdir while fds are open -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The issue-7 rows without a mount: tsm-mr ``measurements/``, ``acpi/CCEL``,
+"""The kernel-path rows without a mount: tsm-mr ``measurements/``, ``acpi/CCEL``,
 ``acpi/data/CCEL`` and ``eventlog``, over a TD from ``in_memory_td(default_profile())``.
 
 Expected values come from hashlib and the reference facts (kernel-files.md: modes, sizes,
@@ -17,10 +17,10 @@ import pytest
 from tdxfs import linuxabi
 from tdxfs.errors import TdxfsError
 from tdxfs.files import device
-from tdxfs.files.table import Tree
+from tdxfs.files.tree import Tree
 from tdxfs.model.machine import in_memory_td
 from tdxfs.model.profile import default_profile
-from tests.files.client import read_all
+from tests.files.client import extended, read_all, write
 
 FILES = {  # name -> mode (kernel-files.md)
     "mrtd:sha384": 0o444,
@@ -46,18 +46,6 @@ def td(profile):
 @pytest.fixture
 def tree(td):
     return Tree.for_td(td)
-
-
-def extended(old: bytes, data: bytes) -> bytes:
-    return hashlib.sha384(old + data).digest()
-
-
-def write(tree: Tree, path: str, data: bytes, offset: int = 0, flags: int = os.O_WRONLY) -> int:
-    h = tree.open(path, flags)
-    try:
-        return h.write(data, offset)
-    finally:
-        h.release()
 
 
 def observed(tree: Tree, td) -> tuple:

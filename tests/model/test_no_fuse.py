@@ -1,6 +1,7 @@
 """The model package stands alone: no FUSE binding is needed or imported."""
 
 import os
+import pkgutil
 import subprocess
 import sys
 import textwrap
@@ -8,8 +9,8 @@ import textwrap
 import tdxfs.model
 
 MODEL_DIR = os.path.dirname(tdxfs.model.__file__)
-MODEL_MODULES = sorted(f"tdxfs.model.{name[:-3]}" for name in os.listdir(MODEL_DIR)
-                       if name.endswith(".py") and name != "__init__.py")
+# Every module and package under tdxfs.model, the abi package's table modules included.
+MODEL_MODULES = sorted(m.name for m in pkgutil.walk_packages(tdxfs.model.__path__, "tdxfs.model."))
 
 # Every FUSE binding import fails in the child, as if none were installed; the model is
 # then exercised end to end and the child lists any module whose name mentions fuse.
@@ -40,7 +41,8 @@ CHILD = textwrap.dedent("""
 
 
 def test_model_modules_import_and_run_without_any_fuse_binding():
-    assert {"tdxfs.model.abi", "tdxfs.model.profile", "tdxfs.model.td", "tdxfs.model.state"} <= set(MODEL_MODULES)
+    assert {"tdxfs.model.abi", "tdxfs.model.abi.layout", "tdxfs.model.profile", "tdxfs.model.td",
+            "tdxfs.model.state"} <= set(MODEL_MODULES)
     proc = subprocess.run([sys.executable, "-c", CHILD, "tdxfs.errors", *MODEL_MODULES],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -52,4 +54,4 @@ def test_model_is_a_regular_package_that_setuptools_ships():
     from setuptools import find_packages
 
     root = os.path.dirname(os.path.dirname(MODEL_DIR))
-    assert "tdxfs.model" in find_packages(root, include=["tdxfs", "tdxfs.*"])
+    assert {"tdxfs.model", "tdxfs.model.abi"} <= set(find_packages(root, include=["tdxfs", "tdxfs.*"]))

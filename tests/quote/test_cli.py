@@ -85,7 +85,7 @@ def test_verify_rejects_a_tampered_quote(exported, capsys, tmp_path):
 
 def test_verify_needs_collateral(exported, capsys):
     code, _, err = run(capsys, "quote", "verify", exported / "quote.bin")
-    assert code == 1 and "--collateral" in err
+    assert code == 2 and "--collateral" in err  # a usage error
 
 
 def test_out_of_date_profile_is_accepted_with_its_status(tmp_path, capsys):
