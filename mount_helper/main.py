@@ -8,10 +8,11 @@ and returns once the mount is ready. SOURCE is ignored (write ``tdxfs``).
 
 Options (``-o``, comma separated; ``name="a,b"`` quotes a value holding commas):
 
-* tdxfs settings: ``state=DIR``, ``profile=FILE``, ``reset``, ``log=FILE``, ``threads`` (the ``tdxfs mount``
-  options of the same names; relative paths are taken from the current directory);
+* tdxfs settings: ``state=DIR``, ``profile=FILE``, ``reset``, ``log=FILE``, ``threads``,
+  ``transport=kernel|libfuse`` (the ``tdxfs mount`` options of the same names; relative paths
+  are taken from the current directory; ``threads`` implies ``transport=libfuse``);
 * FUSE options, as in other FUSE filesystems: ``allow_other``, ``uid=N``, ``gid=N``,
-  ``umask=OOO``, ``ro`` (and the others ``tdxfs mount -o`` takes);
+  ``umask=OOO``, ``ro``, ``auto_unmount`` (and the others ``tdxfs mount -o`` takes);
 * options of mount(8) and systemd are tolerated and dropped: ``rw``, ``defaults``, ``auto``,
   ``noauto``, ``nofail``, ``_netdev``, ``user``/``users``/``nouser``/``owner``/``group``,
   ``[no]dev``, ``[no]suid``, ``[no]exec``, atime and sync flags, ``comment=``, ``x-*``
@@ -37,8 +38,10 @@ EXIT_FAILURE = 32
 
 USAGE = f"usage: {PROG} SOURCE MOUNTPOINT [-o OPTIONS] [-s] [-f] [-n] [-v] [-N NAMESPACE]"
 
-# tdxfs settings: option name -> MountConfig field; True if it takes a value.
-SETTINGS = {"state": True, "profile": True, "log": True, "reset": False, "threads": False}
+# tdxfs settings: option name -> MountConfig field; True if it takes a value (a path, but
+# for ``transport``: a name, in NAMED).
+SETTINGS = {"state": True, "profile": True, "log": True, "reset": False, "threads": False, "transport": True}
+NAMED = {"transport": ("kernel", "libfuse")}
 # Options of mount(8) (filesystem-independent and userspace ones) and of systemd: dropped.
 DROPPED = frozenset("""
     rw defaults auto noauto nofail _netdev user users nouser owner group
@@ -95,10 +98,16 @@ def parse_options(text: str, sloppy: bool = False, warn=None) -> Tuple[Dict[str,
         name, eq, value = item.partition("=")
         if name in SETTINGS:
             if SETTINGS[name] and not value:
-                raise UsageError(f"mount option '{name}' needs a value ({name}=PATH)")
+                what = "|".join(NAMED[name]) if name in NAMED else "PATH"
+                raise UsageError(f"mount option '{name}' needs a value ({name}={what})")
             if not SETTINGS[name] and eq:
                 raise UsageError(f"mount option '{name}' takes no value")
-            settings[name] = os.path.abspath(value) if SETTINGS[name] else True
+            if name in NAMED:
+                if value not in NAMED[name]:
+                    raise UsageError(f"mount option '{name}' takes {' or '.join(NAMED[name])}, not '{value}'")
+                settings[name] = value
+            else:
+                settings[name] = os.path.abspath(value) if SETTINGS[name] else True
         elif _dropped(name, bool(eq)):
             continue
         elif name in USER_OPTIONS:
@@ -112,6 +121,8 @@ def parse_options(text: str, sloppy: bool = False, warn=None) -> Tuple[Dict[str,
                              "and tolerates mount(8)/systemd options such as noauto, nofail, x-*)")
     if settings.get("reset") and "state" not in settings:
         raise UsageError("mount option 'reset' needs state=DIR (without it every mount starts fresh)")
+    if settings.get("threads") and settings.get("transport") == "kernel":
+        raise UsageError("mount option 'threads' is libfuse's thread pool; transport=kernel is single-threaded")
     try:
         options = parse_fuse_options(",".join(fuse.values()))
     except ConfigError as exc:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: mfusepy on libfuse3 (py3) and fusepy on libfuse2 (fusepy), via tox.
+# The whole test suite via tox: every test on the kernel transport (py3), the filesystem tests on
+# the libfuse transport with mfusepy/libfuse3 (libfuse) and fusepy/libfuse2 (fusepy), and nofuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

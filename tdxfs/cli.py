@@ -233,13 +233,25 @@ class Command:
 # -- the commands ---------------------------------------------------------------------------------
 
 
+def _transport(args) -> str:
+    """--transport, or what --threads and $TDXFS_TRANSPORT imply (daemon.resolve_transport);
+    --transport kernel with --threads is a usage error."""
+    from tdxfs.errors import ConfigError
+    from tdxfs.server.daemon import resolve_transport
+
+    try:
+        return resolve_transport(args.transport, args.threads)
+    except ConfigError as exc:
+        raise UsageError(exc.reason) from None
+
+
 def _mount_config(args, mountpoint: str, foreground: bool = False, debug: bool = False):
     from tdxfs.server.daemon import MountConfig, parse_fuse_options
 
     return MountConfig(
         mountpoint=mountpoint, state=args.state, profile=args.profile, reset=args.reset,
         foreground=foreground, debug=debug, log=args.log, threads=args.threads,
-        options=parse_fuse_options(",".join(args.o or [])),
+        options=parse_fuse_options(",".join(args.o or [])), transport=_transport(args),
     )
 
 
@@ -252,7 +264,7 @@ def _own_mount_option(args, names: Tuple[str, ...]) -> Optional[str]:
     return "-o" if given[0] == "o" else f"--{given[0]}"
 
 
-OWN_MOUNT_OPTIONS = ("state", "profile", "reset", "o", "log", "threads")
+OWN_MOUNT_OPTIONS = ("state", "profile", "reset", "o", "log", "threads", "transport")
 
 
 def cmd_mount(args) -> int:
@@ -495,7 +507,17 @@ def cmd_bench(args) -> int:
         s.pin_cpu = default_cpu() if args.pin < 0 else args.pin
         if s.pin_cpu not in os.sched_getaffinity(0):
             raise TdxfsError(f"--pin {s.pin_cpu}: not a CPU this process may run on")
-    return run(args.output, args.mount, s, args.methods, transport=args.transport or "kernel")
+    if not args.mount:
+        from tdxfs.errors import ConfigError
+        from tdxfs.server.daemon import resolve_transport
+
+        try:
+            transport = resolve_transport(args.transport)  # default: $TDXFS_TRANSPORT, else kernel
+        except ConfigError as exc:
+            raise UsageError(exc.reason) from None
+    else:
+        transport = "kernel"  # unused: --mount measures a running mount
+    return run(args.output, args.mount, s, args.methods, transport=transport)
 
 
 def cmd_stress(args) -> int:
@@ -504,9 +526,10 @@ def cmd_stress(args) -> int:
     flag = _own_mount_option(args, tuple(n for n in OWN_MOUNT_OPTIONS if n != "state"))
     if args.mount and flag:
         raise UsageError(f"--mount stresses a running mount; {flag} is for tdxfs stress's own mount")
+    transport = None if args.mount else _transport(args)
     return run(Options(clients=args.clients, seconds=args.seconds, mount=args.mount, state=args.state,
                        profile=args.profile, reset=args.reset, fuse_options=args.o or [], log=args.log,
-                       threads=args.threads, json_path=args.json,
+                       threads=args.threads, transport=transport, json_path=args.json,
                        command=" ".join(["tdxfs", *sys.argv[1:]]) if sys.argv[1:] else "tdxfs stress"))
 
 
@@ -570,9 +593,14 @@ def _mount_options(log_help: str) -> Tuple[Arg, ...]:
         arg("--state", kind="state", help="keep the platform secret and RTMRs in DIR (durable)"),
         arg("--profile", kind="text-file", help="TOML profile overriding the embedded default TD"),
         arg("--reset", help="start a fresh TD in --state DIR on purpose"),
-        arg("-o", kind="fuse-options", action="append", help="FUSE options: allow_other, uid=, gid=, umask=, ro"),
+        arg("-o", kind="fuse-options", action="append",
+            help="FUSE options: allow_other, allow_root, uid=, gid=, umask=, ro, auto_unmount"),
         arg("--log", kind="log", help=log_help),
-        arg("--threads", help="serve with libfuse's thread pool (default: single-threaded, faster per request)"),
+        arg("--transport", kind="choice", choices=("kernel", "libfuse"),
+            help="what serves the mount: tdxfs's own FUSE protocol server (kernel, the default; "
+                 "$TDXFS_TRANSPORT overrides the default) or libfuse through mfusepy/fusepy"),
+        arg("--threads", help="serve with libfuse's thread pool (implies --transport libfuse; "
+                              "default: single-threaded, faster per request)"),
     )
 
 
@@ -601,7 +629,7 @@ COMMANDS: Tuple[Command, ...] = (
         arg("mountpoint", kind="mountpoint"),
         *_mount_options("log file (daemon default /var/log/tdxfs.log; -f: stderr)"),
         arg("-f", dest="foreground", help="stay in the foreground, log to stderr"),
-        arg("-d", dest="debug", help="FUSE debug output (implies -f)"),
+        arg("-d", dest="debug", help="FUSE debug output: a line per request and reply (implies -f)"),
     )),
     Command(("run",), cmd_run, "run COMMAND where /dev/tdx_guest, /sys/kernel/config/tsm/report, ... are tdxfs's",
             (*RUN_OPTIONS, arg("command", kind="command", nargs=argparse.REMAINDER)),

@@ -4,6 +4,12 @@
 until /proc/self/mountinfo shows the fuse.tdxfs mount, and always unmounts in ``stop``:
 SIGTERM first, then SIGKILL, a lazy unmount, and as a last resort an abort through
 /sys/fs/fuse/connections so no test can leave a hung mount behind.
+
+A mount costs a test most of its time (starting a Python daemon), so tests that only read
+or only refuse share one mount per module: they are marked ``@pytest.mark.shared_mount``,
+and the ``mnt`` fixture (:func:`mount_for_test`) gives them a :class:`SharedMount`, a turn
+on the module's ``shared_mount`` that checks the test left it as it found it. Every other
+test gets a fresh mount.
 """
 
 import os
@@ -11,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from tdxfs.server import mountinfo
 
@@ -72,6 +78,8 @@ def stop_all(mounts: List["Mounted"]) -> None:
 class Mounted:
     """A tdxfs mount served by a separate process for the length of a ``with`` block."""
 
+    shared = False  # a SharedMount: one test's turn on a mount its module shares
+
     def __init__(self, mountpoint: str, *args: str, env: Optional[dict] = None):
         self.mountpoint = str(mountpoint)
         self.args: List[str] = list(args)
@@ -89,9 +97,14 @@ class Mounted:
         raises gets no ``__exit__``, so ``start`` cleans up after itself."""
         try:
             os.makedirs(self.mountpoint, exist_ok=True)
+            # TDXFS_TRANSPORT picks the transport (tests/transport.py; unset: the CLI's default),
+            # unless the test names one or asks for --threads (which implies libfuse)
+            transport = self.env.get("TDXFS_TRANSPORT")
+            chosen = [] if not transport or {"--transport", "--threads"} & set(self.args) else \
+                ["--transport", transport]
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "tdxfs", "mount", "-f", self.mountpoint, *self.args],
+                    [sys.executable, "-m", "tdxfs", "mount", "-f", self.mountpoint, *chosen, *self.args],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env)
             deadline = time.monotonic() + MOUNT_TIMEOUT
             while fstype_at(self.mountpoint) != "fuse.tdxfs":
@@ -140,3 +153,70 @@ class Mounted:
         self.stop()
         bugs = [l for l in self.log().splitlines() if "Traceback" in l or "Uncaught" in l]
         assert not bugs, f"the daemon logged a bug:\n{self.log()}"
+
+
+SHARED = "shared_mount"  # the marker of a test that only reads or refuses (tests/conftest.py)
+
+
+class SharedMount(Mounted):
+    """One test's turn on the mount its module shares (a test marked ``shared_mount``).
+
+    The same mount point and daemon as the module's ``shared_mount``; ``log()`` (and so
+    ``rejections()`` and ``fsclient.Rejections``) holds only what the daemon logged since
+    this test began, so a test reads the same on a shared mount as on a fresh one. The test
+    must leave the mount as it found it, which keeps the shared tests independent of their
+    order: ``__exit__`` checks that the daemon still serves, that it logged no bug, and that
+    ``observe(mount)`` (what a client can see of the TD) is unchanged. A shared mount is
+    started and stopped by its module only."""
+
+    shared = True
+
+    def __init__(self, owner: Mounted, observe: Callable[[Mounted], dict]):
+        self.owner, self.observe = owner, observe
+        self.mountpoint, self.args, self.env = owner.mountpoint, owner.args, owner.env
+        self.log_path, self.proc = owner.log_path, owner.proc
+        self._log_start = 0
+        self._before: dict = {}
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def start(self) -> "Mounted":
+        raise RuntimeError("a shared mount is started and stopped by its module's shared_mount fixture")
+
+    def stop(self) -> None:
+        self.start()
+
+    def kill9(self) -> None:
+        self.start()
+
+    def __enter__(self) -> "SharedMount":
+        self._before = self.observe(self)
+        self._log_start = os.path.getsize(self.log_path)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self.proc.poll() is None, f"the shared mount's daemon exited ({self.proc.returncode}):\n{self.log()}"
+        bugs = [l for l in self.log().splitlines() if "Traceback" in l or "Uncaught" in l]
+        assert not bugs, f"the daemon logged a bug:\n{self.log()}"
+        after = self.observe(self)
+        changed = sorted(k for k in {*self._before, *after} if self._before.get(k) != after.get(k))
+        assert not changed, (f"this test changed the shared mount ({', '.join(changed)}): a test that changes "
+                             f"state needs a fresh mount (no shared_mount mark)")
+
+
+def mount_for_test(request, fresh: Callable[[], Mounted], observe: Callable[[Mounted], dict]) -> Iterator[Mounted]:
+    """The body of a ``mnt`` fixture (``yield from`` it): a fresh mount, ``fresh()`` (not yet
+    started), stopped after the test; or, for a test marked ``shared_mount``, its turn on the
+    module's ``shared_mount`` fixture (a :class:`SharedMount`)."""
+    if request.node.get_closest_marker(SHARED) is None:
+        with fresh() as m:
+            yield m
+    else:
+        with SharedMount(request.getfixturevalue("shared_mount"), observe) as m:
+            yield m

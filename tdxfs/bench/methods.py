@@ -2,7 +2,8 @@
 
 A method's ``open(mount)`` returns an ``Op``: ``run(nonce)`` performs one operation and
 returns the TDREPORT it got (or None where there is none to check), ``close()`` releases
-what it holds. Report methods are checked by the caller: the nonce must be at offset 128.
+what it holds. Report methods are checked by the caller: the nonce must be the REPORTDATA
+(``reportdata_at``: where the ABI tables put it in a TDREPORT, or in a quote's body).
 Adding a row (a later interface) is adding a ``Method`` to ``METHODS``.
 
 ``syscalls`` is what the method's own code path issues per operation; the benchmark also
@@ -13,12 +14,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
+from tdxfs import linuxabi
 from tdxfs.client import files
-from tdxfs.client.ioctl import TdxGuest
+from tdxfs.client.ioctl import TdxGuest, ioctl_errno
+from tdxfs.model import abi
+from tdxfs.model.quote import QUOTE_FIELDS
 
-REPORTDATA_AT = slice(128, 192)  # in a TDREPORT
-QUOTE_REPORTDATA_AT = slice(568, 632)  # in a v4 quote: header 48 + TD body offset 520
-EXTEND_DATA = bytes(range(48))
+REPORTDATA_AT = abi.TDREPORT_FIELDS["reportdata"].span  # in a TDREPORT
+QUOTE_REPORTDATA_AT = QUOTE_FIELDS["body.reportdata"].span  # in a v4 quote
+EXTEND_DATA = bytes(range(abi.MEASUREMENT_SIZE))
 
 
 @dataclass
@@ -46,12 +50,16 @@ def _fd(mount: str, name: str, flags: int) -> int:
 # -- report methods -----------------------------------------------------------------------
 
 
-def _model(mount: str) -> Op:
+def _in_memory_td():
+    """The in-process methods' TD, assembled as every front end assembles it."""
+    from tdxfs.model.machine import in_memory_td
     from tdxfs.model.profile import default_profile
-    from tdxfs.model.td import Platform, TrustDomain
 
-    td = TrustDomain(Platform(), default_profile())
-    return Op(td.report)
+    return in_memory_td(default_profile())
+
+
+def _model(mount: str) -> Op:
+    return Op(_in_memory_td().report)
 
 
 def _floor(mount: str) -> Op:
@@ -63,12 +71,13 @@ def _ioctl_floor(mount: str) -> Op:
     """An ioctl round trip with no model behind it: TCGETS, answered ENOTTY."""
     import ctypes
 
-    from tdxfs.client.ioctl import _libc
-
     dev = TdxGuest(os.path.join(mount, "tdx_guest"))
-    buf = ctypes.create_string_buffer(64)
-    addr = ctypes.addressof(buf)
-    return Op(lambda nonce: _libc.ioctl(dev.fd, 0x5401, addr) and None, dev.close)
+    buf = ctypes.create_string_buffer(64)  # room for a struct termios, were it a terminal
+
+    def run(nonce: bytes) -> None:
+        ioctl_errno(dev.fd, linuxabi.TCGETS, buf)  # ENOTTY, every time
+
+    return Op(run, dev.close)
 
 
 def _ioctl_kept(mount: str) -> Op:
@@ -96,7 +105,7 @@ def _kept_pair(mount: str) -> Op:
 
     def run(nonce: bytes) -> bytes:
         os.pwrite(wfd, nonce, 0)
-        return os.pread(rfd, 1024, 0)
+        return os.pread(rfd, abi.TDREPORT_SIZE, 0)
 
     return Op(run, lambda: (os.close(wfd), os.close(rfd)))
 
@@ -106,7 +115,7 @@ def _transaction(mount: str) -> Op:
 
     def run(nonce: bytes) -> bytes:
         os.pwrite(fd, nonce, 0)
-        return os.pread(fd, 1024, 0)
+        return os.pread(fd, abi.TDREPORT_SIZE, 0)
 
     return Op(run, lambda: os.close(fd))
 
@@ -130,21 +139,14 @@ def _configfs_mkdir(mount: str) -> Op:
 
 
 def _quote_model(mount: str) -> Op:
-    from tdxfs.model.profile import default_profile
-    from tdxfs.model.machine import build_td
-
-    td, close = build_td(default_profile())
-    return Op(td.quote, close)
+    return Op(_in_memory_td().quote)
 
 
 # -- extend methods -----------------------------------------------------------------------
 
 
 def _extend_model(mount: str) -> Op:
-    from tdxfs.model.profile import default_profile
-    from tdxfs.model.td import Platform, TrustDomain
-
-    td = TrustDomain(Platform(), default_profile())
+    td = _in_memory_td()
     return Op(lambda nonce: td.extend(3, EXTEND_DATA) and None)
 
 

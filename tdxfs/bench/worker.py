@@ -9,13 +9,14 @@ import random
 import sys
 
 from tdxfs.bench.methods import METHODS
+from tdxfs.model.abi import REPORTDATA_SIZE
 
 
 def main() -> int:
     name, mount, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     op = METHODS[name].open(mount)
     rng = random.Random(os.getpid())  # no getrandom() per nonce: it would count as a syscall
-    nonces = [rng.randbytes(64) for _ in range(min(count, 1024))]
+    nonces = [rng.randbytes(REPORTDATA_SIZE) for _ in range(min(count, 1024))]
     for i in range(count):
         op.run(nonces[i % len(nonces)])
     op.close()

@@ -5,6 +5,12 @@ child's FUSE ``init`` says the mount is live, then exits 0 (or non-zero with the
 reason). Until then the child keeps the caller's stderr, so libfuse's own refusals reach
 the terminal; from ``init`` on, its stdout/stderr go to the log file.
 
+Transports (``MountConfig.transport``, :func:`resolve_transport`): ``kernel``, the default,
+is tdxfs's own FUSE protocol server (``tdxfs.server.kernel``: no libfuse, no binding
+imported); ``libfuse`` is the mfusepy/fusepy adapter (``tdxfs.server.adapter``), the only
+one with a thread pool (``--threads`` implies it). The readiness pipe fires from either
+one's "INIT answered" callback.
+
 Logs: foreground (-f/-d) logs to stderr (or ``--log FILE``); a daemon logs to ``--log FILE``
 (default /var/log/tdxfs.log), one line per rejected request, each tagged with the
 mountpoint and pid. The log is opened by :func:`open_log` only, so a symlink, a file of
@@ -22,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from tdxfs.errors import ConfigError, printable  # one escaping for every message and log line
+from tdxfs.errors import ConfigError, TdxfsError, printable  # one escaping for every message and log line
 from tdxfs.files.tree import Tree
 from tdxfs.model import machine
 from tdxfs.model.profile import profile_or_default
@@ -42,6 +48,11 @@ READY_TIMEOUT = 30.0
 FIXED_OPTIONS = {"fsname": "tdxfs", "subtype": "tdxfs", "default_permissions": True, "direct_io": True}
 # Options a user may pass with -o, as in other FUSE filesystems.
 USER_OPTIONS = {"allow_other", "allow_root", "uid", "gid", "umask", "ro", "rw", "auto_unmount"}
+# What serves a mount: tdxfs's own FUSE protocol server (the default) or libfuse through
+# the mfusepy/fusepy binding. TDXFS_TRANSPORT sets the default (the test suite's switch).
+TRANSPORTS = ("kernel", "libfuse")
+DEFAULT_TRANSPORT = "kernel"
+TRANSPORT_ENV = "TDXFS_TRANSPORT"
 
 
 @dataclass
@@ -55,6 +66,26 @@ class MountConfig:
     log: Optional[str] = None
     threads: bool = False
     options: Dict[str, object] = field(default_factory=dict)
+    transport: Optional[str] = None  # None: see resolve_transport
+
+
+def resolve_transport(transport: Optional[str] = None, threads: bool = False) -> str:
+    """The transport a mount is served by: the one asked for; else libfuse when ``threads``
+    (libfuse's thread pool; the kernel transport is single-threaded); else $TDXFS_TRANSPORT;
+    else the kernel transport. ``--transport kernel`` with ``--threads`` is refused."""
+    if transport is not None:
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"unknown transport '{printable(transport)}' (known: {', '.join(TRANSPORTS)})")
+        if threads and transport == "kernel":
+            raise ConfigError("--threads is libfuse's thread pool; the kernel transport is single-threaded "
+                              "(use --transport libfuse, or leave out --threads)")
+        return transport
+    if threads:
+        return "libfuse"
+    env = os.environ.get(TRANSPORT_ENV) or DEFAULT_TRANSPORT
+    if env not in TRANSPORTS:
+        raise ConfigError(f"{TRANSPORT_ENV}={printable(env)}: not a transport (known: {', '.join(TRANSPORTS)})")
+    return env
 
 
 def parse_fuse_options(text: str) -> Dict[str, object]:
@@ -150,11 +181,31 @@ def setup_logging(mountpoint: str, stream=None, path: Optional[str] = None, debu
 
 
 def serve_mount(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) -> None:
-    # Imported here: the model and the CLI's other commands need no FUSE binding.
+    """Serve ``td`` at ``mountpoint`` on the configured transport until unmounted or
+    stopped by a signal; ``on_ready`` is called once the kernel's INIT is answered."""
+    if resolve_transport(cfg.transport, cfg.threads) == "kernel":
+        _serve_kernel(cfg, mountpoint, td, on_ready)
+    else:
+        _serve_libfuse(cfg, mountpoint, td, on_ready)
+
+
+def _serve_kernel(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) -> None:
+    # No FUSE binding is imported on this path (the nofuse tox env has none installed).
+    from tdxfs.server.kernel.session import serve_kernel
+
+    server = {"binding": "tdxfs.server.kernel", "libfuse": "none", "transport": "kernel", "pid": str(os.getpid())}
+    log = logging.getLogger("tdxfs")
+    for notice in td.notices:
+        log.warning("%s", printable(notice, backslash=False))
+    serve_kernel(Tree.for_td(td, server), mountpoint, cfg.options, on_ready=on_ready, debug=cfg.debug)
+
+
+def _serve_libfuse(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=None) -> None:
+    # Imported here: the model, the kernel transport and the CLI's other commands need no FUSE binding.
     from tdxfs.server.adapter import operations
     from tdxfs.server.binding import NAME, libfuse_version, serve
 
-    server = {"binding": NAME, "libfuse": libfuse_version(), "pid": str(os.getpid())}
+    server = {"binding": NAME, "libfuse": libfuse_version(), "transport": "libfuse", "pid": str(os.getpid())}
     ops = operations(Tree.for_td(td, server), on_ready=on_ready)
     log = logging.getLogger("tdxfs")
     log.info("serving on %s via %s, libfuse %s", printable(mountpoint), NAME, libfuse_version())
@@ -176,6 +227,7 @@ def serve_mount(cfg: MountConfig, mountpoint: str, td: TrustDomain, on_ready=Non
 
 def mount(cfg: MountConfig) -> int:
     """``tdxfs mount``. Returns the exit code; raises ConfigError for refusals at start."""
+    cfg.transport = resolve_transport(cfg.transport, cfg.threads)
     mountpoint = check_mountpoint(cfg.mountpoint)
     foreground = cfg.foreground or cfg.debug
     log_path = cfg.log if foreground else cfg.log or DEFAULT_LOG
@@ -212,16 +264,25 @@ def _daemonize(cfg: MountConfig, mountpoint: str, td: TrustDomain, close: machin
         os.dup2(log_fd, 1)  # stdout to the log now; stderr stays with the caller until ready
         setup_logging(mountpoint, stream=log_stream(os.dup(log_fd)))
 
+        done = []
+
         def ready():
             os.dup2(log_fd, 2)
             os.write(ready_w, b"R")
             os.close(ready_w)
+            done.append(True)
 
         code = 0
         try:
             serve_mount(cfg, mountpoint, td, on_ready=ready)
         except BaseException as exc:  # report why, then exit non-zero
             logging.getLogger("tdxfs").error("mount failed: %s", printable(str(exc), backslash=False))
+            if isinstance(exc, TdxfsError) and not done:  # the kernel transport's refusal, to the caller
+                # (libfuse prints its own; from ready on, stderr is the log)
+                try:
+                    os.write(2, f"tdxfs: {printable(exc.reason, backslash=False)}\n".encode(errors="replace"))
+                except OSError:
+                    pass
             code = 1
         os._exit(code)
 

@@ -53,6 +53,7 @@ class Options:
     fuse_options: Sequence[str] = ()
     log: Optional[str] = None
     threads: bool = False
+    transport: Optional[str] = None  # own mount: --transport (None: tdxfs mount's default)
     json_path: Optional[str] = None
     command: str = "tdxfs stress"
 
@@ -180,6 +181,7 @@ class OwnMount:
         args += ["--profile", o.profile] if o.profile else []
         args += ["--reset"] if o.reset else []
         args += ["--threads"] if o.threads else []
+        args += ["--transport", o.transport] if o.transport else []
         for opt in o.fuse_options:
             args += ["-o", opt]
         done = subprocess.run(args, capture_output=True, text=True, timeout=MOUNT_TIMEOUT)

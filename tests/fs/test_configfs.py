@@ -22,11 +22,10 @@ import os
 import sys
 import stat
 import subprocess
-import time
 
 import pytest
 
-from tests.fsclient import run_clients, slurp, put, Rejections
+from tests.fsclient import run_clients, slurp, put, wait_until, Rejections
 from tests.mounting import Mounted, sh
 
 REPORT = "tsm/report"
@@ -82,6 +81,7 @@ def check_quote(m: Mounted, quote: bytes, reportdata: bytes) -> None:
 # -- the tree ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.shared_mount
 def test_tsm_holds_only_report(mnt):
     assert sh(f"ls -A {mnt.path('tsm')}", check=True).stdout.split() == [b"report"]
     assert sh(f"ls -A {mnt.path(REPORT)}", check=True).stdout == b""
@@ -328,23 +328,34 @@ def test_flock_on_inblob(mnt):
     assert mnt.rejections() == []
 
 
+def blocked_flocks(path: str) -> int:
+    """How many flock(2) requests wait for a lock on ``path``: the kernel lists each in
+    /proc/locks as "N: -> FLOCK ADVISORY MODE PID MAJ:MIN:INODE START END"."""
+    st = os.stat(path)
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as f:
+        return sum(1 for line in f if line.split()[1:3] == ["->", "FLOCK"] and line.split()[6] == file_id)
+
+
 def test_flock_waits_for_the_holder(mnt):
     inst = make(mnt, "x")
-    fd = os.open(os.path.join(inst, "inblob"), os.O_WRONLY)
+    inblob = os.path.join(inst, "inblob")
+    fd = os.open(inblob, os.O_WRONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    t0 = time.monotonic()
     proc = subprocess.Popen(
         ["sh", "-c", f"cd {inst} && ( flock -x -w 20 9 && head -c 64 /dev/zero >&9 ) 9>inblob"])
     try:
-        time.sleep(0.5)
+        # the kernel shows the second locker queued behind ours (not merely not started yet)
+        wait_until(lambda: blocked_flocks(inblob) == 1, "the second flock waiting for the lock on inblob")
         assert proc.poll() is None  # still waiting for the lock
+        assert generation(inst) == 0  # and it wrote nothing
         os.close(fd)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert time.monotonic() - t0 >= 0.5
+    assert blocked_flocks(inblob) == 0
     assert generation(inst) == 1
 
 

@@ -78,10 +78,20 @@ def state(m: Mounted) -> dict:
 
 
 def prime(m: Mounted) -> dict:
-    """Move away from the all-default state, so "unchanged" means something."""
-    put(m.path("reportdata"), bytes(range(64)))
-    put(m.path("rtmr3"), b"\x5a" * 48)
+    """Move away from the all-default state, so "unchanged" means something. The module's
+    shared mount is primed once, when it is made (``shared_mount`` below); a test on it
+    (``shared_mount`` mark) must leave it as it is, so there only its state is returned."""
+    if not m.shared:
+        put(m.path("reportdata"), bytes(range(64)))
+        put(m.path("rtmr3"), b"\x5a" * 48)
     return state(m)
+
+
+@pytest.fixture(scope="module")
+def shared_mount(shared_mount):
+    """The mount this module's ``shared_mount`` tests take turns on, primed once."""
+    prime(shared_mount)
+    return shared_mount
 
 
 def refused_os(m: Mounted, err: int, op: str, path: str, fn) -> None:
@@ -110,12 +120,14 @@ DIRECTORIES = ["tsm",  # configfs-tsm report instances (issue 4; tests/fs/test_c
 GROWING = ["eventlog"]  # the text event log, its size grows (issue 7; tests/fs/test_eventlog.py)
 
 
+@pytest.mark.shared_mount
 def test_listing_is_the_table(mnt):
     assert sorted(os.listdir(mnt.mountpoint)) == sorted([*TABLE, *DIRECTORIES, *GROWING])
     out = sh(f"ls -A {mnt.mountpoint}", check=True).stdout.split()
     assert sorted(out) == sorted(n.encode() for n in [*TABLE, *DIRECTORIES, *GROWING])
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_mode_and_real_size(mnt, name):
     st = os.stat(mnt.path(name))
@@ -129,11 +141,13 @@ def test_mode_and_real_size(mnt, name):
         assert len(slurp(mnt.path(name))) == size
 
 
+@pytest.mark.shared_mount
 def test_root_directory(mnt):
     st = os.stat(mnt.mountpoint)
     assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755
 
 
+@pytest.mark.shared_mount
 def test_proc_mounts_names_tdxfs(mnt):
     target = os.path.realpath(mnt.mountpoint)
     here = mountinfo.mounts_at(target)  # /proc/mounts' fields, read as bytes (issue 8, defect 4)
@@ -156,6 +170,7 @@ def test_default_values(mnt):
         assert value(mnt, name) != bytes(48), f"{name} comes from the synthetic boot"
 
 
+@pytest.mark.shared_mount
 def test_report_layout_matches_the_files(mnt):
     prime(mnt)
     rep = report(mnt)
@@ -171,6 +186,7 @@ def test_report_layout_matches_the_files(mnt):
     assert rep[192:224] == bytes(32)
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", STATIC)
 def test_static_measurement_files(mnt, name):
     text = sh(f"cat {mnt.path(name)}", check=True).stdout
@@ -179,6 +195,7 @@ def test_static_measurement_files(mnt, name):
     assert bytes.fromhex(text[:-1].decode()) == report(mnt)[at : at + 48]
 
 
+@pytest.mark.shared_mount
 def test_big_reads_are_served_whole(mnt):
     """direct_io: the handler sees the caller's size (cat asks 131072)."""
     rep = report(mnt)
@@ -194,6 +211,7 @@ def test_big_reads_are_served_whole(mnt):
     assert sh(f"cat {mnt.path('rtmr0')}", check=True).stdout == slurp(mnt.path("rtmr0"))
 
 
+@pytest.mark.shared_mount
 def test_xxd_dumps_the_report(mnt):
     assert shutil.which("xxd"), "xxd is part of the cookbook"
     rep = report(mnt)
@@ -203,6 +221,7 @@ def test_xxd_dumps_the_report(mnt):
     assert bytes.fromhex(out.decode().replace(" ", "").replace("\n", "")) == rep
 
 
+@pytest.mark.shared_mount
 def test_reads_in_small_pieces_see_one_snapshot(mnt):
     rep = report(mnt)
     assert slurp(mnt.path("tdreport"), chunk=7) == rep
@@ -264,12 +283,14 @@ BAD_REPORTDATA = {
 }
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("bad", sorted(BAD_REPORTDATA))
 def test_reportdata_malformed(mnt, bad):
     prime(mnt)
     refused_os(mnt, errno.EINVAL, "write", "/reportdata", lambda: put(mnt.path("reportdata"), BAD_REPORTDATA[bad]))
 
 
+@pytest.mark.shared_mount
 def test_reportdata_bad_echo(mnt):
     prime(mnt)
     refused_sh(mnt, errno.EINVAL, "write", "/reportdata", "echo 00112233 > reportdata")
@@ -345,12 +366,14 @@ BAD_EXTEND = {
 }
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("bad", sorted(BAD_EXTEND))
 def test_extend_malformed(mnt, bad):
     prime(mnt)
     refused_os(mnt, errno.EINVAL, "write", "/rtmr3", lambda: put(mnt.path("rtmr3"), BAD_EXTEND[bad]))
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("cmd", ["echo 0011 > rtmr1", "printf zz > rtmr1", "echo {} > rtmr1".format("x" * 96),
                                  "/bin/echo 0011 > rtmr1", "env printf 0011 > rtmr1"])
 def test_extend_malformed_by_shell(mnt, cmd):
@@ -358,6 +381,7 @@ def test_extend_malformed_by_shell(mnt, cmd):
     refused_sh(mnt, errno.EINVAL, "write", "/rtmr1", cmd)
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", ["rtmr3", "reportdata"])
 def test_write_at_nonzero_offset(mnt, name):
     prime(mnt)
@@ -394,6 +418,7 @@ def test_second_write_on_one_fd(mnt, name):
     assert value(mnt, name) == (extended(old, EXT) if name == "rtmr3" else RD)
 
 
+@pytest.mark.shared_mount
 def test_hex_split_over_two_writes_extends_nothing(mnt):
     prime(mnt)
     before = state(mnt)
@@ -411,6 +436,7 @@ def test_hex_split_over_two_writes_extends_nothing(mnt):
     assert len(log.new()) == 2
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", ["rtmr3", "reportdata"])
 def test_o_append_refused(mnt, name):
     prime(mnt)
@@ -418,6 +444,7 @@ def test_o_append_refused(mnt, name):
                lambda: put(mnt.path(name), EXT, os.O_WRONLY | os.O_APPEND))
 
 
+@pytest.mark.shared_mount
 def test_append_redirect_refused(mnt):
     prime(mnt)
     refused_sh(mnt, errno.EINVAL, "open", "/rtmr3", f"echo {EXT.hex()} >> rtmr3")
@@ -430,6 +457,7 @@ def test_we_are_root():
     assert os.geteuid() == 0, "these tests check that root is refused too"
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", STATIC)
 @pytest.mark.parametrize("how", ["O_WRONLY", "O_RDWR", "O_WRONLY|O_TRUNC"])
 def test_read_only_files_refuse_root(mnt, name, how):
@@ -438,12 +466,14 @@ def test_read_only_files_refuse_root(mnt, name, how):
     refused_os(mnt, errno.EACCES, "open", f"/{name}", lambda: put(mnt.path(name), EXT, flags))
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", STATIC)
 def test_read_only_files_refuse_shell_redirect(mnt, name):
     prime(mnt)
     refused_sh(mnt, errno.EACCES, "open", f"/{name}", f"echo {EXT.hex()} > {name}")
 
 
+@pytest.mark.shared_mount
 def test_read_only_file_refuses_truncate(mnt):
     prime(mnt)
     refused_os(mnt, errno.EACCES, "truncate", "/mrtd", lambda: os.truncate(mnt.path("mrtd"), 0))
@@ -469,6 +499,7 @@ NAMESPACE_SHELL = [
 ]
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("cmd,op,path", NAMESPACE_SHELL, ids=[c[0] for c in NAMESPACE_SHELL])
 def test_namespace_changes_refused_by_shell(mnt, cmd, op, path):
     prime(mnt)
@@ -491,6 +522,7 @@ NAMESPACE_OS = {
 }
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("case", sorted(NAMESPACE_OS))
 def test_namespace_changes_refused_by_os_calls(mnt, case):
     prime(mnt)
@@ -498,6 +530,7 @@ def test_namespace_changes_refused_by_os_calls(mnt, case):
     refused_os(mnt, errno.EPERM, op, path, lambda: fn(mnt.path))
 
 
+@pytest.mark.shared_mount
 def test_rmdir_cannot_remove_anything(mnt):
     """rmdir never reaches the server here (no subdirectories): the kernel answers."""
     before = prime(mnt)
@@ -509,6 +542,7 @@ def test_rmdir_cannot_remove_anything(mnt):
     assert state(mnt) == before
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("call", ["stat", "open", "open-write", "cat"])
 def test_unknown_names(mnt, call):
     before = prime(mnt)
@@ -530,6 +564,7 @@ def test_unknown_names(mnt, call):
 # -- truncation (shell redirection) ----------------------------------------------------------------
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", ["rtmr3", "reportdata"])
 def test_truncate_to_zero_is_a_no_op(mnt, name):
     before = prime(mnt)
@@ -547,12 +582,14 @@ def test_truncate_to_zero_is_a_no_op(mnt, name):
     assert mnt.rejections() == []
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", ["rtmr3", "reportdata"])
 def test_truncate_to_nonzero_refused(mnt, name):
     prime(mnt)
     refused_os(mnt, errno.EINVAL, "truncate", f"/{name}", lambda: os.truncate(mnt.path(name), 5))
 
 
+@pytest.mark.shared_mount
 def test_truncate_to_nonzero_refused_by_shell(mnt):
     prime(mnt)
     refused_sh(mnt, errno.EINVAL, "truncate", "/rtmr2", "truncate -s 97 rtmr2")
@@ -603,6 +640,7 @@ def test_report_fd_reads_one_snapshot(mnt):
         os.close(fd)
 
 
+@pytest.mark.shared_mount
 def test_dd_of_a_report_is_not_torn(mnt):
     """Small reads of one fd by dd: the whole report is one snapshot (no concurrent extend here,
     but the pieces must join up to a report whose hashes hold)."""
@@ -648,6 +686,7 @@ def test_report_fd_transaction(mnt, form):
     assert mnt.rejections() == []
 
 
+@pytest.mark.shared_mount
 def test_report_fd_transaction_read_after_write_continues(mnt):
     """A plain read after the write (fd offset 64) already returns the fd's fresh report."""
     prime(mnt)
@@ -663,6 +702,7 @@ def test_report_fd_transaction_read_after_write_continues(mnt):
     assert tail == full[64:]
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("bad", ["raw-63", "hex-127", "non-hex-128", "long"])
 def test_report_fd_malformed_write(mnt, bad):
     prime(mnt)
@@ -675,6 +715,7 @@ def test_report_fd_malformed_write(mnt, bad):
         os.close(fd)
 
 
+@pytest.mark.shared_mount
 def test_report_write_only_open_refused(mnt):
     """`echo NONCE > tdreport` would set a REPORTDATA no read ever sees: refused at open."""
     prime(mnt)
@@ -682,6 +723,7 @@ def test_report_write_only_open_refused(mnt):
     refused_sh(mnt, errno.EINVAL, "open", "/tdreport", "/bin/echo " + "ab" * 64 + " > tdreport")
 
 
+@pytest.mark.shared_mount
 def test_report_fd_second_write_and_offset_refused(mnt):
     prime(mnt)
     shared = value(mnt, "reportdata")
@@ -700,6 +742,7 @@ def test_report_fd_second_write_and_offset_refused(mnt):
     assert value(mnt, "reportdata") == shared
 
 
+@pytest.mark.shared_mount
 def test_report_o_append_refused(mnt):
     prime(mnt)
     refused_os(mnt, errno.EINVAL, "open", "/tdreport",

@@ -349,6 +349,7 @@ def test_utimensat_on_configfs_is_forgotten_with_the_instance(mnt):
     assert os.stat(inst).st_mtime_ns != M_TIME
 
 
+@pytest.mark.shared_mount
 def test_xattrs_answer_as_sysfs(mnt):
     p = mnt.path("rtmr3")
     before = slurp(p)
@@ -387,6 +388,7 @@ def test_xattrs_answer_as_configfs(mnt):
     log.expect_one("setxattr", f"/{INSTANCE}/inblob", errno.EOPNOTSUPP)
 
 
+@pytest.mark.shared_mount
 def test_a_zero_length_write_is_answered_by_the_kernel(mnt):
     """sysfs answers 0 too (sysfs_kf_write: no count, nothing stored); through FUSE the
     request never reaches the daemon, so it is neither refused nor logged."""

@@ -9,6 +9,7 @@ behind, even when it fails (``cli`` fixture / ``Mounted``).
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -366,11 +367,23 @@ STATE_FILES = ["event-log", "platform-pki.json", "platform-secret", "td-state.js
 LOG_HEADER = b"tdxfs event log v1\n"
 
 
-def _make_state(tmp_path):
-    st = tmp_path / "state"
-    with Mounted(tmp_path / "seed", "--state", str(st)) as m:
+@pytest.fixture(scope="module")
+def seed_state(tmp_path_factory):
+    """A state directory a real mount wrote (RTMR3 extended, REPORTDATA set), made once:
+    each test that damages a state directory damages a copy of it."""
+    base = tmp_path_factory.mktemp("seed")
+    st = base / "state"
+    with Mounted(base / "mnt", "--state", str(st)) as m:
         put(m.path("rtmr3"), EXT)
         put(m.path("reportdata"), RD)
+    assert sorted(state_files(st)) == STATE_FILES
+    return st
+
+
+def _make_state(tmp_path, seed):
+    """This test's own state directory: a copy of ``seed`` (bytes and modes)."""
+    st = tmp_path / "state"
+    shutil.copytree(seed, st)
     assert sorted(state_files(st)) == STATE_FILES
     return st
 
@@ -411,8 +424,8 @@ def _flip_byte(raw: bytes, at: int) -> bytes:
 
 @pytest.mark.parametrize("mode", ["daemon", "foreground"])
 @pytest.mark.parametrize("case", sorted(CORRUPTIONS))
-def test_corrupt_state_refuses_the_mount(cli, tmp_path, case, mode):
-    st = _make_state(tmp_path)
+def test_corrupt_state_refuses_the_mount(cli, tmp_path, seed_state, case, mode):
+    st = _make_state(tmp_path, seed_state)
     name, corrupt = CORRUPTIONS[case]
     if corrupt is None:
         (st / name).unlink()
@@ -436,10 +449,10 @@ def test_corrupt_state_refuses_the_mount(cli, tmp_path, case, mode):
     assert len((st / "platform-secret").read_bytes()) == 32
 
 
-def test_torn_event_log_tail_is_dropped_with_a_notice(cli, tmp_path):
+def test_torn_event_log_tail_is_dropped_with_a_notice(cli, tmp_path, seed_state):
     """A last record cut short (a crash mid-append: never acknowledged) is the one damage
     the start repairs, and it says so in the log; the records before it stand."""
-    st = _make_state(tmp_path)
+    st = _make_state(tmp_path, seed_state)
     raw = (st / "event-log").read_bytes()
     (st / "event-log").write_bytes(raw + raw[len(LOG_HEADER) : len(LOG_HEADER) + 30])  # half a record
     mp = cli.mountpoint()

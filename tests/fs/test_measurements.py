@@ -76,6 +76,7 @@ def refused_sh(m: Mounted, err: int, op: str, name: str, cmd: str) -> None:
 # -- the directory ------------------------------------------------------------------------------------
 
 
+@pytest.mark.shared_mount
 def test_listing_modes_and_sizes(mnt):
     assert sorted(os.listdir(mnt.path("measurements"))) == sorted(FILES)
     st = os.stat(mnt.path("measurements"))
@@ -116,6 +117,7 @@ def test_xxd_and_hexdump_read_it(mnt):
     assert sh(f"dd if={path} bs=7 status=none", check=True).stdout == value
 
 
+@pytest.mark.shared_mount
 def test_read_past_the_end_is_empty(mnt):
     fd = os.open(mpath(mnt, "rtmr2:sha384"), os.O_RDONLY)
     try:
@@ -209,6 +211,7 @@ def test_shell_echo_without_n_extends_48_then_fails(mnt):
     assert slurp(mpath(mnt, name)) == extended(before, text)  # the first 48 bytes went in
 
 
+@pytest.mark.shared_mount
 def test_o_trunc_alone_is_no_write(mnt):
     before = observed(mnt)
     sh(f": > {mpath(mnt, 'rtmr3:sha384')}", check=True)
@@ -220,6 +223,7 @@ def test_o_trunc_alone_is_no_write(mnt):
 # -- refusals -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("size", [1, 47])
 def test_shorter_write_is_einval(mnt, size):
     name = "rtmr3:sha384"
@@ -227,10 +231,12 @@ def test_shorter_write_is_einval(mnt, size):
             lambda: put(mpath(mnt, name), DIGEST[:size]))
 
 
+@pytest.mark.shared_mount
 def test_short_write_by_shell_is_einval(mnt):
     refused_sh(mnt, errno.EINVAL, "write", "rtmr3:sha384", "printf abc > rtmr3:sha384")
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("offset,err", [(48, errno.EFBIG), (100, errno.EFBIG), (1, errno.EINVAL),
                                         (47, errno.EINVAL)])
 def test_write_at_an_offset(mnt, offset, err):
@@ -246,6 +252,7 @@ def test_write_at_an_offset(mnt, offset, err):
     refused(mnt, observed, err, "write", f"/measurements/{name}", write_at)
 
 
+@pytest.mark.shared_mount
 def test_dd_seek_past_the_end_is_efbig(mnt, tmp_path):
     digest = tmp_path / "digest.bin"
     digest.write_bytes(DIGEST)
@@ -253,12 +260,14 @@ def test_dd_seek_past_the_end_is_efbig(mnt, tmp_path):
                f"dd if={digest} of=rtmr3:sha384 bs=48 count=1 seek=1 conv=notrunc status=none")
 
 
+@pytest.mark.shared_mount
 @pytest.mark.parametrize("name", READ_ONLY)
 def test_read_only_registers_refuse_writes(mnt, name):
     refused(mnt, observed, errno.EACCES, "open", f"/measurements/{name}",
             lambda: put(mpath(mnt, name), DIGEST))
 
 
+@pytest.mark.shared_mount
 def test_no_create_or_remove(mnt):
     refused(mnt, observed, errno.EPERM, "unlink", "/measurements/rtmr3:sha384",
             lambda: os.unlink(mpath(mnt, "rtmr3:sha384")))

@@ -337,12 +337,17 @@ class Namespace:
             time.sleep(0.05)
         left = self.daemons()
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in self.daemons():
+            pids = self.daemons()
+            if not pids:
+                break
+            for pid in pids:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.5)
+            deadline = time.monotonic() + 5
+            while self.daemons() and time.monotonic() < deadline:
+                time.sleep(0.05)
         return left
 
 

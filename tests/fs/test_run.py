@@ -130,6 +130,14 @@ def children(pid: int):
     return out
 
 
+def default_sigint() -> None:
+    """SIGINT back to its default in a child, as a shell starts a job from a terminal. A test
+    run that ignores SIGINT (under nohup, or a runner's background job) passes the ignore on,
+    and a shell cannot trap a signal that was ignored when it started: the tests of ^C and
+    SIGINT would wait for an interrupt that can never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Started:
     """A ``tdxfs run`` in the background; ``stop`` kills what is left of it."""
 
@@ -137,7 +145,8 @@ class Started:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tdxfs", "run", "--log", str(tmp_path / "daemon.log"), *args,
              "--", "sh", "-c", script],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_sigint)
         self.pids = []
 
     def wait_line(self, want: str) -> str:
@@ -441,6 +450,7 @@ def test_shell_on_a_terminal_survives_ctrl_c(tmp_path):
     env = {**os.environ, "SHELL": "/bin/sh", "PS1": "tdxfs-test$ ", "ENV": ""}
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child execs at once
+        default_sigint()
         os.execve(sys.executable, [sys.executable, "-m", "tdxfs", "shell", "--log", str(tmp_path / "daemon.log")], env)
     try:
         seen = bytearray()

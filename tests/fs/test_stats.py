@@ -81,6 +81,7 @@ def revalidations_allowed(paths: int, seconds: float) -> int:
 # -- the file ---------------------------------------------------------------------------------
 
 
+@pytest.mark.shared_mount
 def test_stats_mode_and_listing(mnt):
     assert ".stats" in os.listdir(mnt.mountpoint)
     st = os.stat(mnt.path(".stats"))
@@ -135,6 +136,7 @@ def test_stats_refuses_writes(mnt, stats, flags):
     assert sum(lookups.values()) <= revalidations_allowed(1, 1)
 
 
+@pytest.mark.shared_mount
 def test_stats_refuses_shell_and_truncate(mnt):
     n = len(mnt.rejections())
     done = sh(f"echo 0 > {mnt.path('.stats')}")
