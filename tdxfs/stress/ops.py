@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from tdxfs.client import configfs, files
 from tdxfs.client import eventlog as eventlog_client
+from tdxfs.client.files import read_to_eof
 from tdxfs.client.ioctl import TdxGuest
 from tdxfs.files.eventlog import Record
 from tdxfs.model import abi
@@ -63,19 +64,6 @@ class Kind:
     run: Callable[[str, random.Random], Result]
     race_free: Optional[bool] = None  # reports and quotes: whether a foreign nonce is a failure
     weight: int = 2
-
-
-def _read_all(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        parts = []
-        while True:
-            part = os.read(fd, 1 << 17)
-            if not part:
-                return b"".join(parts)
-            parts.append(part)
-    finally:
-        os.close(fd)
 
 
 def _write_once(path: str, data: bytes) -> None:
@@ -155,11 +143,11 @@ def quote_configfs(mount: str, rng: random.Random) -> Quote:
 
 
 def read_eventlog(mount: str, rng: random.Random) -> LogRead:
-    return LogRead(decode_text(_read_all(os.path.join(mount, "eventlog"))))
+    return LogRead(decode_text(read_to_eof(os.path.join(mount, "eventlog"))))
 
 
 def read_ccel(mount: str, rng: random.Random) -> LogRead:
-    return LogRead(decode_ccel_data(_read_all(os.path.join(mount, "acpi", "data", "CCEL"))))
+    return LogRead(decode_ccel_data(read_to_eof(os.path.join(mount, "acpi", "data", "CCEL"))))
 
 
 KINDS: Tuple[Kind, ...] = (

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from tdxfs.client.files import read_to_eof
 from tdxfs.errors import TdxfsError
 from tdxfs.stress import check
 from tdxfs.stress.ops import KINDS, RACE_FREE, RACY, report_ioctl
@@ -88,21 +89,8 @@ class Progress:
 # -- the daemon, seen from outside -------------------------------------------------------------
 
 
-def read_file(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        parts = []
-        while True:
-            part = os.read(fd, 1 << 17)
-            if not part:
-                return b"".join(parts)
-            parts.append(part)
-    finally:
-        os.close(fd)
-
-
 def read_stats(mount: str) -> Dict[str, object]:
-    return json.loads(read_file(os.path.join(mount, ".stats")))
+    return json.loads(read_to_eof(os.path.join(mount, ".stats")))
 
 
 def daemon_pid(mount: str) -> int:
@@ -347,8 +335,8 @@ class FinalReads:
 def final_reads(mount: str) -> FinalReads:
     def reads():
         got = report_ioctl(mount, None)
-        return FinalReads(got.report, got.nonce, read_file(os.path.join(mount, "eventlog")),
-                          read_file(os.path.join(mount, "acpi", "data", "CCEL")))
+        return FinalReads(got.report, got.nonce, read_to_eof(os.path.join(mount, "eventlog")),
+                          read_to_eof(os.path.join(mount, "acpi", "data", "CCEL")))
 
     ok, value = with_timeout(reads, PROBE_TIMEOUT)
     return value if ok else FinalReads(error=value)
@@ -378,7 +366,7 @@ def verify_quotes(samples: List[Tuple[bytes, bytes]], made: int, state: Optional
 
 
 def _count_lines(mount: str) -> int:
-    return read_file(os.path.join(mount, "eventlog")).count(b"\n")
+    return read_to_eof(os.path.join(mount, "eventlog")).count(b"\n")
 
 
 def run(opts: Options) -> int:
