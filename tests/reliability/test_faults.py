@@ -48,6 +48,7 @@ import pytest
 from tdxfs.model.profile import default_profile
 from tdxfs.server import mountinfo
 from tests.fs.test_eventlog import RTMR_AT, parse_ccel_data, replay
+from tests import fsclient
 from tests.fsclient import put, slurp
 from tests.mounting import COMMAND_TIMEOUT, Mounted, force_unmount, fstype_at, stop_all, tdxfs_cmd
 
@@ -72,15 +73,7 @@ def reportdata_of(tag: str, n: int) -> bytes:
 
 
 def wait_until(what: str, predicate, timeout: float = 60.0):
-    """Poll ``predicate`` until it is true (a hang guard, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(0.01)
+    return fsclient.wait_until(predicate, what, timeout)
 
 
 def alive(pid: int) -> bool:
