@@ -547,61 +547,56 @@ class Dispatcher:
         return dh, offset, size
 
     def _readdir(self, nodeid, body):
-        dh, offset, size = self._listing(body)
-        entry, names = dh.entry, dh.names
-        child = entry.node.child
-        out = bytearray()
-        for index in range(offset, len(names)):
-            name = names[index]
-            raw = os.fsencode(name)
-            record = P.dirent_size(len(raw))
-            if len(out) + record > size:
-                break
-            if index < 2:
-                ino = entry.nodeid if index == 0 else (entry.parent or entry).nodeid
-                dtype = stat.S_IFDIR >> 12
-            else:
-                known = self._dentries.get((entry.nodeid, name))
-                ino = known.nodeid if known is not None else UNKNOWN_INO
-                try:
-                    dtype = stat.S_IFMT(child(name).mode) >> 12
-                except TdxfsError:  # gone since the listing was taken
-                    dtype = 0
-            out += P.DIRENT.pack(ino, index + 1, len(raw), dtype)
-            out += raw
-            out += bytes(record - P.DIRENT.size - len(raw))
-        return bytes(out)
+        return self._dirents(body, plus=False)
 
     def _readdirplus(self, nodeid, body):
         """READDIR with each entry's fuse_entry_out: every entry with a node id counts as
         one lookup (the kernel links it, or forgets it at once); '.' and '..' carry node
         id 0, which the kernel skips without counting."""
+        return self._dirents(body, plus=True)
+
+    def _dirents(self, body, plus: bool) -> bytes:
+        """One READDIR(PLUS) reply: as many whole records as fit, from the listing's offset."""
         dh, offset, size = self._listing(body)
         entry, names = dh.entry, dh.names
-        child = entry.node.child
+        describe = self._dirent_plus if plus else self._dirent
+        head_size = P.ENTRY_OUT.size if plus else 0
         out = bytearray()
         for index in range(offset, len(names)):
             name = names[index]
             raw = os.fsencode(name)
-            record = P.dirent_size(len(raw), plus=True)
+            record = P.dirent_size(len(raw), plus=plus)
             if len(out) + record > size:
                 break
             if index < 2:
                 ino = entry.nodeid if index == 0 else (entry.parent or entry).nodeid
                 head, dtype = _ZERO_ENTRY, stat.S_IFDIR >> 12
             else:
-                try:
-                    found = self._link(entry, name, child(name))
-                except TdxfsError:  # gone since the listing was taken: a name only
-                    head, ino, dtype = _ZERO_ENTRY, UNKNOWN_INO, 0
-                else:
-                    head = self._entry_out(found)
-                    ino, dtype = found.nodeid, stat.S_IFMT(found.node.mode) >> 12
-            out += head
+                head, ino, dtype = describe(entry, name)
+            if plus:
+                out += head
             out += P.DIRENT.pack(ino, index + 1, len(raw), dtype)
             out += raw
-            out += bytes(record - P.ENTRY_OUT.size - P.DIRENT.size - len(raw))
+            out += bytes(record - head_size - P.DIRENT.size - len(raw))
         return bytes(out)
+
+    def _dirent(self, entry: Entry, name: str) -> Tuple[bytes, int, int]:
+        """A plain READDIR record's inode (if the kernel already has the node) and type."""
+        known = self._dentries.get((entry.nodeid, name))
+        ino = known.nodeid if known is not None else UNKNOWN_INO
+        try:
+            dtype = stat.S_IFMT(entry.node.child(name).mode) >> 12
+        except TdxfsError:  # gone since the listing was taken
+            dtype = 0
+        return b"", ino, dtype
+
+    def _dirent_plus(self, entry: Entry, name: str) -> Tuple[bytes, int, int]:
+        """A READDIRPLUS record: the entry is looked up (and counted) as LOOKUP would."""
+        try:
+            found = self._link(entry, name, entry.node.child(name))
+        except TdxfsError:  # gone since the listing was taken: a name only
+            return _ZERO_ENTRY, UNKNOWN_INO, 0
+        return self._entry_out(found), found.nodeid, stat.S_IFMT(found.node.mode) >> 12
 
     def _mkdir(self, nodeid, body):
         parent = self._entry(nodeid)
