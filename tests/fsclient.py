@@ -122,3 +122,20 @@ def refused(m: Mounted, snapshot, err: int, op: str, path: str, fn) -> str:
     line = log.expect_one(op, path, err)
     assert snapshot(m) == before
     return line
+
+
+def nobody_runs_this_python(cwd: str = None) -> bool:
+    """User nobody runs this very Python environment and imports tdxfs from this checkout
+    (not when the checkout sits in a directory nobody cannot enter, or another Python is
+    what its path leads to), and can build a TD with it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, tdxfs.server.kernel\n"
+             "from tdxfs.model.machine import in_memory_td\n"
+             "from tdxfs.model.profile import default_profile\n"
+             "in_memory_td(default_profile())\n"
+             "print(sys.prefix)")
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe],
+                          capture_output=True, text=True, timeout=60, cwd=cwd)
+    return done.returncode == 0 and done.stdout.strip() == sys.prefix

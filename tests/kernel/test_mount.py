@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 
 from tdxfs.server import mountinfo
-from tests import leakcheck
+from tests import fsclient, leakcheck
 from tests.fsclient import put, run_clients, slurp
 from tests.kernel.mounting import KernelMounted
 from tests.mounting import COMMAND_TIMEOUT, MOUNT_TIMEOUT, fstype_at, sh
@@ -143,23 +143,10 @@ def test_a_crash_without_auto_unmount_leaves_a_dead_mount(mount_factory):
     assert fstype_at(m.mountpoint) == "fuse.tdxfs"
 
 
-def _nobody_can_run_python() -> bool:
-    """User nobody runs this very environment (not another Python the path leads it to when
-    it cannot enter the directories of ours) and can build a TD with it."""
-    probe = ("import sys, tdxfs.server.kernel\n"
-             "from tdxfs.model.machine import in_memory_td\n"
-             "from tdxfs.model.profile import default_profile\n"
-             "in_memory_td(default_profile())\n"
-             "print(sys.prefix)")
-    done = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable,
-                           "-c", probe], capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-    return done.returncode == 0 and done.stdout.strip() == sys.prefix
-
-
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_a_user_mounts_through_fusermount3():
     """Not root: /dev/fuse is 0600 here, so only fusermount3's fd passing can mount."""
-    if not _nobody_can_run_python():
+    if not fsclient.nobody_runs_this_python():
         pytest.skip("user nobody cannot run this Python environment")
     base = tempfile.mkdtemp(prefix="tdxfs-kernel-user.")
     leakcheck.watch(base)
